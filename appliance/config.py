@@ -1,0 +1,108 @@
+"""The node file: one TOML file that describes this node. This module holds its worker part.
+
+Top-level tables are sections (``[worker]``, ``[[models]]``); later sections (orchestrator, pricing) are new
+top-level tables, so adding them never reshapes what is here. Every struct rejects unknown keys, and every
+error names the file and the path (``$.models[1].capacity``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from appliance.catalog import Capability
+from appliance.strict import ConfigError, StrictStruct, decode_toml_file, decode_toml_text
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "ConfigError",
+    "Node",
+    "ServedModel",
+    "WorkerSettings",
+    "load_node",
+    "load_node_text",
+    "parse_listen",
+]
+
+DEFAULT_LISTEN = "127.0.0.1:8000"
+
+# A model id becomes part of a URL path; keep it to characters that need no escaping.
+ModelId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*$", max_length=128)]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) → (host, port); raises ValueError with the reason."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"listen address {value!r} must look like HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"listen port {port} is outside 1..65535")
+    host = host.removeprefix("[").removesuffix("]")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"listen host {host!r} must be an IP address or localhost") from None
+    return host, port
+
+
+class WorkerSettings(StrictStruct, kw_only=True):
+    """How the inference worker serves: address, secrets, limits."""
+
+    listen: str = DEFAULT_LISTEN
+    token_file: str | None = None
+    model_dir: str = "~/.cache/livepeer-appliance/models"
+    catalog_dir: str | None = None
+    intra_op_threads: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 16 * 1024 * 1024
+    max_image_pixels: Annotated[int, msgspec.Meta(ge=64, le=1 << 28)] = 2048 * 2048
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def __post_init__(self) -> None:
+        parse_listen(self.listen)
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.model_dir).expanduser()
+
+
+class ServedModel(StrictStruct, kw_only=True):
+    """One model this node serves, under one capability."""
+
+    model: str
+    capability: Capability
+    model_id: ModelId | None = None
+    capacity: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    queue: Annotated[int, msgspec.Meta(ge=0, le=256)] = 2
+    warm: bool = True
+
+    @property
+    def served_id(self) -> str:
+        """The id go-livepeer and clients use for this model (the catalog name unless overridden)."""
+        return self.model_id or self.model
+
+
+class Node(StrictStruct, kw_only=True):
+    worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
+    models: Annotated[list[ServedModel], msgspec.Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        seen: set[tuple[str, str]] = set()
+        for entry in self.models:
+            key = (entry.capability, entry.served_id)
+            if key in seen:
+                raise ValueError(f"model_id {entry.served_id!r} is served twice for {entry.capability!r}")
+            seen.add(key)
+
+
+def load_node(path: Path) -> Node:
+    return decode_toml_file(path, Node)
+
+
+def load_node_text(text: str, *, source: str) -> Node:
+    return decode_toml_text(text, Node, source=source)
+

@@ -1,0 +1,72 @@
+"""Decoding uploads into pixels, safely, and encoding results as PNG.
+
+Decoding reads only the header first, so an image whose declared size is over the limit (a decompression
+bomb) is refused before a single pixel is allocated.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["ImageError", "data_url", "decode_image", "encode_png", "resize_array"]
+
+# Formats an uploaded image may be in; anything else (PSD, EPS, ...) is refused before parsing.
+_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+
+
+class ImageError(ValueError):
+    """The upload is not an image the worker will process. The message is safe to return to the client."""
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode ``data`` into an RGB (or RGBA) image of at most ``max_pixels`` pixels; raises ImageError."""
+    if not data:
+        raise ImageError("the image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=_FORMATS)
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise ImageError(f"the image has no pixels ({width}×{height})")
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"the image is {width}×{height} = {width * height} pixels, over this worker's limit "
+                    f"of {max_pixels} pixels"
+                )
+            image.load()
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"the upload is not a decodable image (accepted: {', '.join(_FORMATS)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"the image is too large to decode: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt pixel data
+        raise ImageError(f"the image is corrupt or truncated: {exc}") from None
+    if image.mode not in ("RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+    return image
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """PNG with light compression: these images go straight back over loopback, speed beats size."""
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def resize_array(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear resize of a 2-D float32 array (a mask or a depth map) to width × height."""
+    resized = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32)).resize(
+        (width, height), Image.Resampling.BILINEAR
+    )
+    return np.asarray(resized, dtype=np.float32)

@@ -1,0 +1,29 @@
+"""Fast neural style transfer (Johnson et al.; ONNX model zoo): RGB 0..255 in and out at a fixed size."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from PIL import Image
+
+from appliance.backends.base import Backend
+from appliance.catalog import Manifest, StyleTransferParams
+from appliance.pipelines.base import NoOptions, Pipeline, chw_to_image, image_to_chw
+
+__all__ = ["StyleTransferPipeline"]
+
+
+class StyleTransferPipeline(Pipeline[NoOptions]):
+    capability = "style-transfer"
+    options_type: ClassVar[type[NoOptions]] = NoOptions
+
+    def __init__(self, manifest: Manifest, backend: Backend) -> None:
+        super().__init__(manifest, backend)
+        assert isinstance(manifest.processing, StyleTransferParams)
+        self.params = manifest.processing
+
+    def process(self, image: Image.Image, options: NoOptions) -> Image.Image:
+        size = self.params.size
+        resized = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        styled = self.backend.run({self.input_name: image_to_chw(resized, scale=1.0)}, [self.output_name])[0]
+        return chw_to_image(styled, scale=1.0).resize(image.size, Image.Resampling.BICUBIC)
