@@ -1,0 +1,102 @@
+"""The models a worker serves, their load state, and loading them (verify → backend → pipeline → warm-up).
+
+Loading never raises: a model that fails is marked ``ERROR`` with the reason and the others keep loading, so
+one corrupt file costs one entry, not the node.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from appliance.backends import BackendError, create_backend
+from appliance.catalog import Catalog, Manifest
+from appliance.config import Node, ServedModel
+from appliance.modelstore import ModelFileError, ModelStore
+from appliance.pipelines import Pipeline, create_pipeline
+
+__all__ = ["ModelState", "Runtime", "ServedEntry", "base_path"]
+
+ModelState = Literal["LOADING", "OK", "ERROR"]
+
+log = structlog.get_logger("appliance.runtime")
+
+
+def base_path(entry: ServedModel) -> str:
+    """Each (capability, model) has its own URL prefix; go-livepeer's ``url`` for the entry points here."""
+    return f"/m/{entry.capability}/{entry.served_id}"
+
+
+@dataclass
+class ServedEntry:
+    config: ServedModel
+    manifest: Manifest
+    state: ModelState = "LOADING"
+    error: str | None = None
+    pipeline: Pipeline[Any] | None = None
+    backend_name: str | None = None
+    backend_reason: str | None = None
+    load_seconds: float | None = None
+
+    @property
+    def base_path(self) -> str:
+        return base_path(self.config)
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.capability}/{self.config.served_id}"
+
+
+class Runtime:
+    def __init__(self, node: Node, catalog: Catalog, *, allow_gpu: bool = True) -> None:
+        self.node = node
+        self.store = ModelStore(node.worker.model_path)
+        self.allow_gpu = allow_gpu
+        self.entries = [ServedEntry(config=m, manifest=catalog.get(m.model)) for m in node.models]
+        for entry in self.entries:
+            if entry.manifest.capability != entry.config.capability:
+                raise ValueError(
+                    f"model {entry.config.model!r} is a {entry.manifest.capability!r} model, "
+                    f"not {entry.config.capability!r}"
+                )
+        self.loaded = threading.Event()
+
+    @property
+    def state(self) -> ModelState:
+        states = {e.state for e in self.entries}
+        if "ERROR" in states:
+            return "ERROR"
+        return "LOADING" if "LOADING" in states else "OK"
+
+    def load_all(self) -> None:
+        for entry in self.entries:
+            self.load(entry)
+        self.loaded.set()
+
+    def load(self, entry: ServedEntry) -> None:
+        started = time.perf_counter()
+        try:
+            path: Path = self.store.verified_path(entry.manifest)
+            choice = create_backend(path, intra_op_threads=self.node.worker.intra_op_threads,
+                                    allow_gpu=self.allow_gpu)
+            pipeline = create_pipeline(entry.manifest, choice.backend)
+            if entry.config.warm:
+                pipeline.warmup()
+        except (ModelFileError, BackendError) as exc:
+            entry.state, entry.error = "ERROR", str(exc)
+            log.error("model failed to load", model=entry.label, error=str(exc))
+            return
+        except Exception as exc:  # a model that loads but cannot run its warm-up is broken too
+            entry.state, entry.error = "ERROR", f"warm-up failed: {exc}"
+            log.exception("model failed to warm up", model=entry.label)
+            return
+        entry.pipeline, entry.backend_name, entry.backend_reason = pipeline, choice.backend.name, choice.reason
+        entry.load_seconds = time.perf_counter() - started
+        entry.state = "OK"
+        log.info("model ready", model=entry.label, backend=entry.backend_name, reason=choice.reason,
+                 load_seconds=round(entry.load_seconds, 3), warm=entry.config.warm)

@@ -1,0 +1,125 @@
+"""The worker's one exception hierarchy and the one handler that turns any error into the contract's body.
+
+Each error class carries its status code and a metrics reason; nothing picks a status by reading message text.
+go-livepeer's client decodes only the statuses the contract lists for a route, and crashes on anything else
+(429, 503, non-JSON), so the handler narrows every answer to the route's own list: a 4xx the route does not
+list becomes 400, a 5xx becomes 500. Busy is always 500 with ``insufficient capacity`` in the message.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, ClassVar
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+__all__ = [
+    "BadRequest",
+    "InferenceFailed",
+    "InsufficientCapacity",
+    "ModelUnavailable",
+    "PayloadTooLarge",
+    "RunnerError",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "ValidationFailed",
+    "handle_error",
+    "route_statuses",
+]
+
+log = structlog.get_logger("appliance.server")
+
+# Statuses a route without its own list may answer (the worker's own routes).
+_DEFAULT_STATUSES = frozenset({200, 400, 401, 404, 405, 413, 415, 422, 500})
+
+
+class RunnerError(Exception):
+    status_code: ClassVar[int] = 500
+    reason: ClassVar[str] = "internal"
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.msg = msg
+
+
+class BadRequest(RunnerError):
+    status_code = 400
+    reason = "bad_request"
+
+
+class Unauthorized(RunnerError):
+    status_code = 401
+    reason = "unauthorized"
+
+
+class PayloadTooLarge(RunnerError):
+    status_code = 413
+    reason = "too_large"
+
+
+class UnsupportedMediaType(RunnerError):
+    status_code = 415
+    reason = "unsupported_media_type"
+
+
+class ValidationFailed(RunnerError):
+    """422 in FastAPI's shape: ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``."""
+
+    status_code = 422
+    reason = "validation"
+
+    def __init__(self, loc: list[str | int], msg: str, type_: str) -> None:
+        super().__init__(msg)
+        self.loc, self.type = loc, type_
+
+
+class InsufficientCapacity(RunnerError):
+    """Every slot and queue place is taken. The gateway sees the text and tries another orchestrator."""
+
+    reason = "capacity"
+
+    def __init__(self, why: str = "all slots and queue places are busy") -> None:
+        super().__init__(f"insufficient capacity: {why}")
+
+
+class ModelUnavailable(RunnerError):
+    reason = "model_unavailable"
+
+
+class InferenceFailed(RunnerError):
+    reason = "inference"
+
+
+def route_statuses(request: Request[Any, Any, Any]) -> frozenset[int]:
+    handler = request.scope.get("route_handler")
+    statuses = handler.opt.get("statuses") if handler is not None else None
+    return frozenset(statuses) if statuses else _DEFAULT_STATUSES
+
+
+def _narrow(status: int, allowed: frozenset[int]) -> int:
+    if status in allowed:
+        return status
+    return 500 if status >= 500 else 400
+
+
+def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Shape ``exc`` as the contract's error body with a status this route may answer."""
+    headers: dict[str, str] = {}
+    match exc:
+        case ValidationFailed():
+            status, body = 422, {"detail": [{"loc": exc.loc, "msg": exc.msg, "type": exc.type}]}
+        case RunnerError():
+            status, body = exc.status_code, {"detail": {"msg": exc.msg}}
+            if isinstance(exc, Unauthorized):
+                headers["WWW-Authenticate"] = "Bearer"
+        case HTTPException():  # Litestar's own: 404, 405, 413 body too large, malformed requests
+            status, body = exc.status_code, {"detail": {"msg": str(exc.detail)}}
+            headers.update(exc.headers or {})
+        case _:
+            log.error("unhandled error", error=repr(exc), traceback=traceback.format_exc())
+            status, body = 500, {"detail": {"msg": "internal error (logged with this request's id)"}}
+    status = _narrow(status, route_statuses(request))
+    request.state.error_reason = exc.reason if isinstance(exc, RunnerError) else f"http_{status}"
+    return Response(content=body, status_code=status, media_type="application/json", headers=headers)

@@ -1,0 +1,250 @@
+"""Route handlers for each served entry, under its own base path, and the worker-wide routes.
+
+Per entry (``/m/<capability>/<model_id>``): ``/health``, ``/version``, ``/hardware/info``, ``/hardware/stats``
+as go-livepeer's start-up handshake needs them, plus the inference route: the contract's ``/upscale`` for
+upscale models, ``/<capability>`` for capabilities outside go-livepeer's fixed list (depth, segmentation,
+style-transfer). Every route is also mounted with a trailing slash, as ai-runner does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+
+from appliance import __version__
+from appliance.backends import BackendError
+from appliance.gpu import gpu_stats, probe_gpus
+from appliance.imaging import ImageError, data_url, decode_image, encode_png
+from appliance.runtime import Runtime, ServedEntry
+from appliance.server.capacity import CapacityLimiter, Timing
+from appliance.server.errors import (
+    BadRequest,
+    InferenceFailed,
+    InsufficientCapacity,
+    ModelUnavailable,
+    RunnerError,
+)
+from appliance.server.forms import Upload, decode_fields, read_upload
+from appliance.server.metrics import Metrics
+from appliance.server.schemas import (
+    GPUComputeInfo,
+    GPUUtilizationInfo,
+    HardwareInformation,
+    HardwareStats,
+    HealthCheck,
+    ImageResponse,
+    Media,
+    ModelStatus,
+    UpscaleForm,
+    Version,
+)
+
+__all__ = ["EntryRoutes", "worker_routes"]
+
+log = structlog.get_logger("appliance.server")
+
+# The statuses the contract lists for its generate routes; answers are narrowed to these (see errors.py).
+CONTRACT_STATUSES = frozenset({200, 400, 401, 422, 500})
+INFO_STATUSES = frozenset({200, 401, 500})
+BYOC_STATUSES = frozenset({200, 400, 401, 413, 415, 422, 500})
+
+
+def _paths(path: str) -> list[str]:
+    return [path, path + "/"]
+
+
+def gpu_info() -> dict[str, GPUComputeInfo]:
+    return {
+        str(g.index): GPUComputeInfo(id=g.uuid, name=g.name, memory_total=g.memory_total,
+                                     memory_free=g.memory_free, major=g.major, minor=g.minor)
+        for g in probe_gpus().gpus
+    }
+
+
+def gpu_utilisation() -> dict[str, GPUUtilizationInfo]:
+    return {
+        str(s.index): GPUUtilizationInfo(id=s.uuid, name=s.name, memory_total=s.memory_total,
+                                         memory_free=s.memory_free, utilization_compute=s.utilization_compute,
+                                         utilization_memory=s.utilization_memory)
+        for s in gpu_stats()
+    }
+
+
+class EntryRoutes:
+    """The routes of one served entry, and the admission + inference path they share."""
+
+    def __init__(self, entry: ServedEntry, runtime: Runtime, metrics: Metrics) -> None:
+        self.entry, self.runtime, self.metrics = entry, runtime, metrics
+        config = entry.config
+        self.limiter = CapacityLimiter(config.served_id, capacity=config.capacity, queue=config.queue)
+        self.model_label = entry.label
+
+    # --- the shared inference path -------------------------------------------------------------------------
+
+    async def infer(self, upload: Upload, option_fields: dict[str, str]) -> bytes:
+        """Decode, run and encode in a slot of this model; raises a RunnerError for every failure.
+
+        ``option_fields`` are the request's text fields meant for the pipeline (422 when it does not take them).
+        """
+        entry, label = self.entry, self.model_label
+        try:
+            if entry.state == "LOADING":
+                raise InsufficientCapacity(f"model {entry.config.served_id!r} is still loading")
+            if entry.state == "ERROR" or entry.pipeline is None:
+                raise ModelUnavailable(f"model {entry.config.served_id!r} failed to load: {entry.error}")
+            pipeline = entry.pipeline
+            options = decode_fields(option_fields, pipeline.options_type)
+            max_pixels = self.runtime.node.worker.max_image_pixels
+
+            def work() -> bytes:
+                try:
+                    image = decode_image(upload.image, max_pixels=max_pixels)
+                except ImageError as exc:
+                    raise BadRequest(str(exc)) from None
+                try:
+                    return encode_png(pipeline.process(image, options))
+                except BackendError as exc:
+                    raise InferenceFailed(f"model {entry.config.served_id!r}: {exc}") from None
+
+            timing = Timing()
+            self.metrics.queued.labels(label).set(self.limiter.waiting + 1)
+            try:
+                png = await self.limiter.run(work, timing)
+            finally:
+                self.metrics.queued.labels(label).set(self.limiter.waiting)
+                self.metrics.in_flight.labels(label).set(self.limiter.running)
+            self.metrics.queue_seconds.labels(label).observe(timing.queued_s)
+            self.metrics.inference_seconds.labels(label).observe(timing.inference_s)
+            return png
+        except RunnerError as exc:
+            self.metrics.errors.labels(label, exc.reason).inc()
+            raise
+        except Exception as exc:  # a bug in a pipeline: answer 500 with a message, keep serving
+            self.metrics.errors.labels(label, "internal").inc()
+            log.exception("inference crashed", model=label)
+            raise InferenceFailed(f"model {entry.config.served_id!r} failed: {type(exc).__name__}") from exc
+
+    def check_model_id(self, requested: str) -> None:
+        if requested and requested != self.entry.config.served_id:
+            raise BadRequest(
+                f"model_id {requested!r} is not served here; this route serves {self.entry.config.served_id!r}"
+            )
+
+    # --- handlers --------------------------------------------------------------------------------------------
+
+    def handlers(self) -> list[HTTPRouteHandler]:
+        base = self.entry.base_path
+        name = self.entry.label.replace("/", ":")
+        handlers = [
+            get(_paths(f"{base}/health"), name=f"{name}:health", opt={"statuses": INFO_STATUSES},
+                sync_to_thread=False)(self._health()),
+            get(_paths(f"{base}/version"), name=f"{name}:version", opt={"statuses": INFO_STATUSES},
+                sync_to_thread=False)(self._version()),
+            get(_paths(f"{base}/hardware/info"), name=f"{name}:hardware-info", opt={"statuses": INFO_STATUSES},
+                sync_to_thread=True)(self._hardware_info()),
+            get(_paths(f"{base}/hardware/stats"), name=f"{name}:hardware-stats", opt={"statuses": INFO_STATUSES},
+                sync_to_thread=True)(self._hardware_stats()),
+        ]
+        capability = self.entry.config.capability
+        if capability == "upscale":
+            handlers.append(post(_paths(f"{base}/upscale"), name=f"{name}:upscale", status_code=200,
+                                 opt={"statuses": CONTRACT_STATUSES})(self._upscale()))
+        else:
+            handlers.append(post(_paths(f"{base}/{capability}"), name=f"{name}:{capability}", status_code=200,
+                                 opt={"statuses": BYOC_STATUSES})(self._byoc()))
+        return handlers
+
+    def _health(self) -> Callable[[], HealthCheck]:
+        def health() -> HealthCheck:
+            return HealthCheck(status=self.entry.state)
+
+        return health
+
+    def _version(self) -> Callable[[], Version]:
+        def version() -> Version:
+            return Version(pipeline=self.entry.config.capability, model_id=self.entry.config.served_id,
+                           version=__version__)
+
+        return version
+
+    def _hardware_info(self) -> Callable[[], HardwareInformation]:
+        def hardware_info() -> HardwareInformation:
+            return HardwareInformation(pipeline=self.entry.config.capability,
+                                       model_id=self.entry.config.served_id, gpu_info=gpu_info())
+
+        return hardware_info
+
+    def _hardware_stats(self) -> Callable[[], HardwareStats]:
+        def hardware_stats() -> HardwareStats:
+            return HardwareStats(pipeline=self.entry.config.capability,
+                                 model_id=self.entry.config.served_id, gpu_stats=gpu_utilisation())
+
+        return hardware_stats
+
+    def _upscale(self) -> Callable[[Request[Any, Any, Any]], Any]:
+        async def upscale(request: Request[Any, Any, Any]) -> ImageResponse:
+            upload = await read_upload(request, file_field="image", allow_raw=False)
+            form = decode_fields(upload.fields, UpscaleForm)
+            self.check_model_id(form.model_id)
+            png = await self.infer(upload, {})  # the contract's prompt and steps mean nothing to a 2× net
+            seed = form.seed if form.seed is not None else secrets.randbelow(2**32)
+            return ImageResponse(images=[Media(url=data_url(png), seed=seed, nsfw=False)])
+
+        return upscale
+
+    def _byoc(self) -> Callable[[Request[Any, Any, Any]], Any]:
+        async def run_capability(request: Request[Any, Any, Any]) -> Response[Any]:
+            upload = await read_upload(request, file_field="image", allow_raw=True)
+            fields = dict(upload.fields)
+            self.check_model_id(fields.pop("model_id", ""))
+            png = await self.infer(upload, fields)
+            if request.accept.best_match(["application/json", "image/png"]) == "image/png":
+                return Response(content=png, media_type="image/png", status_code=200)
+            body = ImageResponse(images=[Media(url=data_url(png), seed=0, nsfw=False)])
+            return Response(content=body, media_type="application/json", status_code=200)
+
+        return run_capability
+
+
+def worker_routes(runtime: Runtime, metrics: Metrics, entries: list[EntryRoutes]) -> list[HTTPRouteHandler]:
+    """Worker-wide routes: aggregate ``/health``, ``/version``, ``/hardware/*``, ``/models``, ``/metrics``."""
+
+    @get(_paths("/health"), name="health", opt={"statuses": INFO_STATUSES}, sync_to_thread=False)
+    def health() -> HealthCheck:
+        return HealthCheck(status=runtime.state)
+
+    @get(_paths("/version"), name="version", opt={"statuses": INFO_STATUSES}, sync_to_thread=False)
+    def version() -> Version:
+        return Version(pipeline="", model_id="", version=__version__)
+
+    @get(_paths("/hardware/info"), name="hardware-info", opt={"statuses": INFO_STATUSES}, sync_to_thread=True)
+    def hardware_info() -> HardwareInformation:
+        return HardwareInformation(pipeline="", model_id="", gpu_info=gpu_info())
+
+    @get(_paths("/hardware/stats"), name="hardware-stats", opt={"statuses": INFO_STATUSES}, sync_to_thread=True)
+    def hardware_stats() -> HardwareStats:
+        return HardwareStats(pipeline="", model_id="", gpu_stats=gpu_utilisation())
+
+    @get(_paths("/models"), name="models", sync_to_thread=False)
+    def models() -> list[ModelStatus]:
+        return [
+            ModelStatus(
+                model=e.entry.config.model, capability=e.entry.config.capability,
+                model_id=e.entry.config.served_id, base_path=e.entry.base_path, status=e.entry.state,
+                error=e.entry.error, backend=e.entry.backend_name, backend_reason=e.entry.backend_reason,
+                load_seconds=e.entry.load_seconds, capacity=e.entry.config.capacity, queue=e.entry.config.queue,
+                warm=e.entry.config.warm,
+            )
+            for e in entries
+        ]
+
+    @get(_paths("/metrics"), name="metrics", sync_to_thread=False)
+    def prometheus() -> Response[bytes]:
+        return Response(content=metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return [health, version, hardware_info, hardware_stats, models, prometheus]
