@@ -44,8 +44,10 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"the upload is not a decodable image (accepted: {', '.join(_FORMATS)})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"the image is too large to decode: {exc}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own guard fired while reading the header: far past any sane limit, ours included.
+        raise ImageError(f"the image declares more pixels than this worker's limit of {max_pixels} pixels "
+                         "(a decompression bomb?)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt pixel data
         raise ImageError(f"the image is corrupt or truncated: {exc}") from None
     if image.mode not in ("RGB", "RGBA"):

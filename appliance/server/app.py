@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 
 from appliance.runtime import Runtime
@@ -58,6 +59,7 @@ def create_app(runtime: Runtime, *, token: str | None, load_in_background: bool 
         middleware=[DefineMiddleware(RequestLogMiddleware, metrics=metrics)],
         lifespan=[lifespan],
         request_max_body_size=runtime.node.worker.max_body_bytes,
+        state=State({"max_body_bytes": runtime.node.worker.max_body_bytes}),
         openapi_config=None,
         debug=False,
     )

@@ -114,7 +114,10 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
             status, body = exc.status_code, {"detail": {"msg": exc.msg}}
             if isinstance(exc, Unauthorized):
                 headers["WWW-Authenticate"] = "Bearer"
-        case HTTPException():  # Litestar's own: 404, 405, 413 body too large, malformed requests
+        case HTTPException() if exc.status_code == 413:  # Litestar's body-size guard
+            limit = request.app.state.get("max_body_bytes")
+            status, body = 413, {"detail": {"msg": f"request body is larger than this worker's limit of {limit} bytes"}}
+        case HTTPException():  # Litestar's own: 404, 405, malformed requests
             status, body = exc.status_code, {"detail": {"msg": str(exc.detail)}}
             headers.update(exc.headers or {})
         case _:
