@@ -24,7 +24,7 @@ from appliance.runtime import Runtime
 from appliance.server.app import create_app
 from tests.helpers import REPO, write_node
 
-REAL_MODELS = ("waifu2x-upconv7", "u2netp", "ppocr-v4-det")
+REAL_MODELS = ("waifu2x-upconv7", "waifu2x-cunet", "u2netp", "ppocr-v4-det")
 STYLE_SIZE = 64
 
 

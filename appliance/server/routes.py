@@ -238,7 +238,7 @@ def worker_routes(runtime: Runtime, metrics: Metrics, entries: list[EntryRoutes]
                 model_id=e.entry.config.served_id, base_path=e.entry.base_path, status=e.entry.state,
                 error=e.entry.error, backend=e.entry.backend_name, backend_reason=e.entry.backend_reason,
                 load_seconds=e.entry.load_seconds, capacity=e.entry.config.capacity, queue=e.entry.config.queue,
-                warm=e.entry.config.warm,
+                in_flight=e.limiter.running, waiting=e.limiter.waiting, warm=e.entry.config.warm,
             )
             for e in entries
         ]

@@ -84,6 +84,8 @@ class ModelStatus(msgspec.Struct):
     load_seconds: float | None
     capacity: int
     queue: int
+    in_flight: int
+    waiting: int
     warm: bool
 
 

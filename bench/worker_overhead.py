@@ -1,0 +1,790 @@
+"""What the HTTP worker adds on top of the model: overhead per request, /health under saturation, throughput.
+
+For each model and image size it measures, one after another (never overlapping):
+
+1. in process, the model's pipeline as the server would run it, with a timing wrapper around the backend:
+   ``raw``  = the backend's ``run`` (onnxruntime ``session.run``) alone, summed over the tiles of one image,
+   ``pipeline`` = ``pipeline.process`` (pre-processing + run + post-processing),
+   ``in-proc`` = PNG decode + ``pipeline.process`` + PNG encode (everything but HTTP);
+2. end to end over loopback HTTP against a real ``lpa serve`` subprocess, sent as go-livepeer sends it
+   (multipart, the image part as ``application/octet-stream``, JSON answer with a base64 data URL).
+
+``HTTP - in-proc`` is what the server adds (HTTP parsing, multipart, base64 + JSON, the thread hand-off);
+``HTTP / raw`` is the issue's literal "overhead over the raw session". Both verdicts are printed at 512².
+
+Then, with every model saturated (``capacity + queue`` requests in flight per model, continuously), it polls
+``GET /health`` as fast as it can and reports p50/p99; and finally it measures requests per second at
+concurrency 1, 2 and 4 per model. Raw numbers and a machine description go to
+``bench/results/worker_overhead.json``. Loopback only; every phase is bounded by counts, timeouts and a
+global ``--max-seconds`` deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import math
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from appliance.backends import create_backend
+from appliance.catalog import Manifest, load_catalog
+from appliance.imaging import decode_image, encode_png
+from appliance.modelstore import ModelFileError, ModelStore
+from appliance.pipelines import create_pipeline
+from appliance.resources import bundled_catalog_dir
+
+DEFAULT_MODELS = ("waifu2x-upconv7", "u2netp", "ppocr-v4-det")
+DEFAULT_SIZES = (256, 512)
+CONCURRENCY = (1, 2, 4)
+TARGET_SIZE = 512  # the issue's targets are stated at 512²
+OVERHEAD_MS, OVERHEAD_FRACTION = 5.0, 0.05  # HTTP overhead ≤ max(5 ms, 5 %)
+HEALTH_P99_MS = 20.0
+BUSY_TEXT = "insufficient capacity"
+RESULTS = Path(__file__).resolve().parent / "results" / "worker_overhead.json"
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on (missing model, server did not start, deadline passed)."""
+
+
+# --- small helpers ---------------------------------------------------------------------------------------------
+
+
+class Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def check(self, phase: str) -> None:
+        if time.monotonic() > self.end:
+            raise BenchError(f"--max-seconds {self.seconds:g} passed during {phase}; stopping")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- test images -----------------------------------------------------------------------------------------------
+
+
+def test_image(size: int, seed: int = 20240601) -> bytes:
+    """A deterministic natural-ish scene: smooth gradients, a few shapes and some text, mild noise; PNG bytes.
+
+    The scene is drawn in relative coordinates, so 256² and 512² show the same picture.
+    """
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    sky = np.stack([0.35 + 0.4 * y, 0.55 + 0.3 * np.sin(3.0 * x + 1.0) * 0.5, 0.85 - 0.3 * y], axis=-1)
+    image = Image.fromarray(np.clip(sky * 255, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    s = size
+    draw.rectangle((0, int(0.72 * s), s, s), fill=(70, 110, 55))  # ground
+    draw.ellipse((int(0.30 * s), int(0.28 * s), int(0.70 * s), int(0.80 * s)), fill=(200, 90, 60))  # subject
+    draw.ellipse((int(0.42 * s), int(0.38 * s), int(0.50 * s), int(0.46 * s)), fill=(30, 30, 40))
+    draw.polygon([(int(0.05 * s), int(0.72 * s)), (int(0.18 * s), int(0.40 * s)), (int(0.30 * s), int(0.72 * s))],
+                 fill=(120, 120, 130))
+    draw.rectangle((int(0.74 * s), int(0.50 * s), int(0.95 * s), int(0.72 * s)), fill=(230, 220, 200))
+    font = _font(max(10, s // 18))
+    draw.text((int(0.05 * s), int(0.06 * s)), "LIVEPEER 2x", fill=(20, 20, 20), font=font)
+    draw.text((int(0.76 * s), int(0.56 * s)), "AI", fill=(40, 40, 160), font=font)
+    image = image.filter(ImageFilter.GaussianBlur(radius=s / 512))
+    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0.0, 4.0, (s, s, 3))
+    out = io.BytesIO()
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+# --- in-process baseline ---------------------------------------------------------------------------------------
+
+
+class TimingBackend:
+    """Wraps a backend with the same interface and records how long each ``run`` takes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds: list[float] = []
+
+    @property
+    def name(self) -> str:
+        return str(self.inner.name)
+
+    @property
+    def input_names(self) -> Sequence[str]:
+        return list(self.inner.input_names)
+
+    @property
+    def output_names(self) -> Sequence[str]:
+        return list(self.inner.output_names)
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        started = time.perf_counter()
+        try:
+            return list(self.inner.run(feeds, outputs))
+        finally:
+            self.seconds.append(time.perf_counter() - started)
+
+
+@dataclass
+class InProcess:
+    raw_ms: list[float] = field(default_factory=list)  # backend.run, summed per image
+    pipeline_ms: list[float] = field(default_factory=list)  # pipeline.process
+    full_ms: list[float] = field(default_factory=list)  # decode + process + encode
+    runs_per_image: int = 0
+    output_png: bytes = b""
+
+
+def measure_in_process(manifest: Manifest, model_path: Path, images: Mapping[int, bytes], args: argparse.Namespace,
+                       deadline: Deadline) -> tuple[str, dict[int, InProcess]]:
+    choice = create_backend(model_path, intra_op_threads=args.intra_op_threads, allow_gpu=not args.cpu_only)
+    backend = TimingBackend(choice.backend)
+    pipeline = create_pipeline(manifest, backend)
+    options = pipeline.options_type()
+    results: dict[int, InProcess] = {}
+    for size, data in images.items():
+        result = InProcess()
+        for i in range(args.warmup + args.repeat):
+            deadline.check(f"in-process {manifest.name} {size}²")
+            backend.seconds.clear()
+            t0 = time.perf_counter()
+            image = decode_image(data, max_pixels=1 << 26)
+            t1 = time.perf_counter()
+            output = pipeline.process(image, options)
+            t2 = time.perf_counter()
+            png = encode_png(output)
+            t3 = time.perf_counter()
+            if i < args.warmup:
+                continue
+            result.raw_ms.append(ms(sum(backend.seconds)))
+            result.pipeline_ms.append(ms(t2 - t1))
+            result.full_ms.append(ms(t3 - t0))
+            result.runs_per_image = len(backend.seconds)
+            result.output_png = png
+        results[size] = result
+        log(f"in-process {manifest.name} {size}²: raw {median(result.raw_ms):.1f} ms, "
+            f"in-proc {median(result.full_ms):.1f} ms")
+    return choice.backend.name, results
+
+
+# --- the server ------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def node_toml(models: Sequence[str], args: argparse.Namespace, listen: str) -> str:
+    lines = [
+        "[worker]",
+        f'listen = "{listen}"',
+        f"model_dir = {json.dumps(str(args.model_dir))}",
+        f"intra_op_threads = {args.intra_op_threads}",
+        f'log_level = "{args.log_level}"',
+        "",
+    ]
+    for name in models:
+        lines += ["[[models]]", f'model = "{name}"', f'capability = "{CATALOG.get(name).capability}"',
+                  f"capacity = {args.capacity}", f"queue = {args.queue}", "warm = true", ""]
+    return "\n".join(lines)
+
+
+def lpa_command() -> list[str]:
+    script = Path(sys.executable).parent / "lpa"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "appliance.cli"]
+
+
+@contextmanager
+def running_server(models: Sequence[str], args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, Path]]:
+    """A real ``lpa serve`` on a free loopback port, healthy; yields (base URL, log file)."""
+    port = free_port()
+    node = workdir / "node.toml"
+    node.write_text(node_toml(models, args, f"127.0.0.1:{port}"), encoding="utf-8")
+    server_log = workdir / "server.log"
+    command = [*lpa_command(), "serve", "--node", str(node), "--listen", f"127.0.0.1:{port}"]
+    if args.cpu_only:
+        command.append("--cpu-only")
+    with server_log.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(base_url, process, server_log, args.startup_timeout)
+            yield base_url, server_log
+        finally:
+            stop(process)
+
+
+def wait_healthy(base_url: str, process: subprocess.Popen[bytes], server_log: Path, timeout: float) -> None:
+    started = time.monotonic()
+    with httpx.Client(base_url=base_url, timeout=2.0, trust_env=False) as client:
+        while time.monotonic() - started < timeout:
+            if process.poll() is not None:
+                raise BenchError(f"lpa serve exited with {process.returncode}:\n{tail(server_log)}")
+            try:
+                status = client.get("/health").json().get("status")
+            except (httpx.HTTPError, ValueError):
+                status = None
+            if status == "OK":
+                log(f"server healthy after {time.monotonic() - started:.1f} s")
+                return
+            if status == "ERROR":
+                models = client.get("/models").text
+                raise BenchError(f"a model failed to load: {models}\n{tail(server_log)}")
+            time.sleep(0.1)
+    raise BenchError(f"server not healthy after {timeout:g} s:\n{tail(server_log)}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --- HTTP requests ---------------------------------------------------------------------------------------------
+
+
+def route(name: str) -> str:
+    capability = CATALOG.get(name).capability
+    action = "upscale" if capability == "upscale" else capability
+    return f"/m/{capability}/{name}/{action}"
+
+
+def try_post(client: httpx.Client, name: str, png: bytes) -> httpx.Response | None:
+    """``post_image`` for the load generators: a transport error is None (and a short pause), not an exception."""
+    try:
+        return post_image(client, name, png)
+    except httpx.HTTPError:
+        time.sleep(0.05)
+        return None
+
+
+def post_image(client: httpx.Client, name: str, png: bytes) -> httpx.Response:
+    """One inference request, shaped as go-livepeer sends it; the body is read in full."""
+    files = {"image": ("image.png", png, "application/octet-stream")}
+    data = {"prompt": "upscale"} if CATALOG.get(name).capability == "upscale" else {}
+    return client.post(route(name), files=files, data=data)
+
+
+def is_busy(response: httpx.Response) -> bool:
+    return response.status_code == 500 and BUSY_TEXT in response.text
+
+
+def output_of(response: httpx.Response) -> Image.Image:
+    url = response.json()["images"][0]["url"]
+    prefix = "data:image/png;base64,"
+    if not url.startswith(prefix):
+        raise BenchError(f"unexpected image URL {url[:40]!r}")
+    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix):])))
+
+
+def check_output(name: str, size: int, response: httpx.Response, expected_png: bytes) -> dict[str, Any]:
+    """The HTTP answer is the image the in-process pipeline produced (size, and pixels up to rounding)."""
+    if response.status_code != 200:
+        raise BenchError(f"{name} {size}²: HTTP {response.status_code}: {response.text[:300]}")
+    got = np.asarray(output_of(response)).astype(np.int64)
+    want = np.asarray(Image.open(io.BytesIO(expected_png))).astype(np.int64)
+    if got.shape != want.shape:
+        raise BenchError(f"{name} {size}²: HTTP answer is {got.shape}, in-process output is {want.shape}")
+    return {"shape": list(got.shape), "max_abs_diff": int(np.abs(got - want).max())}
+
+
+def measure_http(client: httpx.Client, name: str, size: int, png: bytes, expected_png: bytes,
+                 args: argparse.Namespace, deadline: Deadline) -> tuple[list[float], dict[str, Any]]:
+    samples: list[float] = []
+    check: dict[str, Any] = {}
+    for i in range(args.warmup + args.repeat):
+        deadline.check(f"HTTP {name} {size}²")
+        started = time.perf_counter()
+        response = post_image(client, name, png)
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise BenchError(f"{name} {size}²: HTTP {response.status_code}: {response.text[:300]}")
+        if i == 0:
+            check = check_output(name, size, response, expected_png)
+        if i >= args.warmup:
+            samples.append(ms(elapsed))
+    log(f"HTTP {name} {size}²: {median(samples):.1f} ms")
+    return samples, check
+
+
+# --- /health under saturation ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadCounts:
+    ok: int = 0
+    busy: int = 0
+    other: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, response: httpx.Response | None) -> None:
+        with self.lock:
+            if response is None:  # a transport error (timeout, reset): counted, never raised
+                self.other += 1
+            elif response.status_code == 200:
+                self.ok += 1
+            elif is_busy(response):
+                self.busy += 1
+            else:
+                self.other += 1
+
+
+def load_loop(base_url: str, name: str, png: bytes, stop_event: threading.Event, counts: LoadCounts,
+              timeout: float, started: threading.Event) -> None:
+    with httpx.Client(base_url=base_url, timeout=timeout, trust_env=False) as client:
+        started.set()
+        while not stop_event.is_set():
+            counts.add(try_post(client, name, png))
+
+
+def server_gauges(client: httpx.Client) -> dict[str, dict[str, float]]:
+    """``lpa_in_flight`` and ``lpa_queued`` per model, from the worker's /metrics."""
+    gauges: dict[str, dict[str, float]] = {"in_flight": {}, "queued": {}}
+    for line in client.get("/metrics").text.splitlines():
+        found = re.match(r'^lpa_(in_flight|queued)\{model="([^"]+)"\} ([0-9.e+-]+)$', line)
+        if found:
+            gauges[found.group(1)][found.group(2)] = float(found.group(3))
+    return gauges
+
+
+@dataclass
+class HealthProbe:
+    """Sequential ``GET /health`` on one keep-alive connection, as fast as the answers come."""
+
+    samples: list[float] = field(default_factory=list)
+    not_ok: int = 0
+
+    def poll(self, base_url: str, seconds: float, timeout: float) -> None:
+        with httpx.Client(base_url=base_url, timeout=timeout, trust_env=False) as client:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                started = time.perf_counter()
+                try:
+                    response = client.get("/health")
+                    ok = response.status_code == 200 and response.json().get("status") == "OK"
+                except (httpx.HTTPError, ValueError):
+                    ok = False
+                self.samples.append(ms(time.perf_counter() - started))
+                self.not_ok += not ok
+
+
+def health_under_saturation(base_url: str, models: Sequence[str], png: bytes, args: argparse.Namespace,
+                            server_log: Path) -> dict[str, Any]:
+    per_model = args.capacity + args.queue
+    stop_event = threading.Event()
+    counts = {name: LoadCounts() for name in models}
+    threads: list[threading.Thread] = []
+    for name in models:
+        for _ in range(per_model):
+            ready = threading.Event()
+            thread = threading.Thread(target=load_loop, daemon=True,
+                                      args=(base_url, name, png, stop_event, counts[name], args.request_timeout,
+                                            ready))
+            thread.start()
+            ready.wait(10)
+            threads.append(thread)
+    gauges: list[dict[str, dict[str, float]]] = []
+    with httpx.Client(base_url=base_url, timeout=5.0, trust_env=False) as client:
+        time.sleep(args.settle)  # every request admitted: each model's slots are running, its queue full
+        log_offset = server_log.stat().st_size
+        probe = HealthProbe()
+        poller = threading.Thread(target=probe.poll, args=(base_url, args.health_seconds, args.request_timeout))
+        poller.start()
+        while poller.is_alive():
+            gauges.append(server_gauges(client))
+            poller.join(1.0)
+        stop_event.set()
+    for thread in threads:
+        thread.join(args.request_timeout)
+    samples = probe.samples
+    server_ms = health_durations(server_log, log_offset)
+    busy_min = {name: min((g["in_flight"].get(f"{CATALOG.get(name).capability}/{name}", 0.0) for g in gauges),
+                          default=math.nan) for name in models}
+    return {
+        "image_size": args.health_size,
+        "in_flight_per_model_requested": per_model,
+        "seconds": args.health_seconds,
+        "count": len(samples),
+        "not_ok": probe.not_ok,
+        "p50_ms": percentile(samples, 50),
+        "p99_ms": percentile(samples, 99),
+        "max_ms": max(samples, default=math.nan),
+        "server_side_p50_ms": percentile(server_ms, 50),
+        "server_side_p99_ms": percentile(server_ms, 99),
+        "min_in_flight_seen": busy_min,
+        "gauge_samples": gauges,
+        "load_answers": {name: {"ok": c.ok, "busy": c.busy, "other": c.other} for name, c in counts.items()},
+        "samples_ms": samples,
+    }
+
+
+def health_durations(server_log: Path, offset: int) -> list[float]:
+    """Server-side ``duration_ms`` of the GET /health access-log lines written after ``offset``."""
+    durations: list[float] = []
+    with server_log.open("rb") as handle:
+        handle.seek(offset)
+        for raw in handle:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if line.get("path") == "/health" and "duration_ms" in line:
+                durations.append(float(line["duration_ms"]))
+    return durations
+
+
+# --- throughput ------------------------------------------------------------------------------------------------
+
+
+def throughput(base_url: str, name: str, png: bytes, concurrency: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``--throughput-requests`` requests from ``concurrency`` clients (stopping early at the time cap)."""
+    tickets = iter(range(args.throughput_requests))
+    lock = threading.Lock()
+    counts = LoadCounts()
+    latencies: list[float] = []
+    cap = time.perf_counter() + args.throughput_seconds
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=base_url, timeout=args.request_timeout, trust_env=False) as client:
+            while time.perf_counter() < cap:
+                with lock:
+                    if next(tickets, None) is None:
+                        return
+                started = time.perf_counter()
+                response = try_post(client, name, png)
+                elapsed = time.perf_counter() - started
+                counts.add(response)
+                if response is not None and response.status_code == 200:
+                    with lock:
+                        latencies.append(ms(elapsed))
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(args.throughput_seconds + args.request_timeout)
+    elapsed = time.perf_counter() - started
+    answered = counts.ok + counts.busy + counts.other
+    return {
+        "model": name, "concurrency": concurrency, "image_size": args.throughput_size,
+        "requests": answered, "ok": counts.ok, "busy": counts.busy, "other": counts.other,
+        "seconds": elapsed, "ok_per_s": counts.ok / elapsed, "answers_per_s": answered / elapsed,
+        "latency_p50_ms": percentile(latencies, 50),
+    }
+
+
+# --- reporting -------------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import onnxruntime as ort  # noqa: PLC0415 (only for its version)
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers": ort.get_available_providers(),
+        "numpy": np.__version__,
+        "pillow": Image.__version__,
+        "httpx": httpx.__version__,
+        "git_commit": git_commit(),
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def overhead_row(name: str, size: int, inproc: InProcess, http_ms: list[float]) -> dict[str, Any]:
+    raw, pipe, full, http = (median(inproc.raw_ms), median(inproc.pipeline_ms), median(inproc.full_ms),
+                             median(http_ms))
+    row: dict[str, Any] = {
+        "model": name, "size": size, "runs_per_image": inproc.runs_per_image,
+        "raw_run_ms": raw, "pipeline_ms": pipe, "inproc_ms": full, "http_ms": http,
+        "http_minus_inproc_ms": http - full, "http_minus_raw_ms": http - raw,
+        "http_over_inproc": http / full, "http_over_raw": http / raw,
+    }
+    if size == TARGET_SIZE:
+        row["allowed_vs_inproc_ms"] = max(OVERHEAD_MS, OVERHEAD_FRACTION * full)
+        row["allowed_vs_raw_ms"] = max(OVERHEAD_MS, OVERHEAD_FRACTION * raw)
+        row["pass_vs_inproc"] = row["http_minus_inproc_ms"] <= row["allowed_vs_inproc_ms"]
+        row["pass_vs_raw"] = row["http_minus_raw_ms"] <= row["allowed_vs_raw_ms"]
+    return row
+
+
+def verdict(row: Mapping[str, Any], key: str) -> str:
+    if key not in row:
+        return "n/a"
+    return "PASS" if row[key] else "FAIL"
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+
+
+def print_report(report: Mapping[str, Any]) -> None:
+    m = report["machine"]
+    print(f"\nworker overhead benchmark: {m['cpu']}, {m['usable_cores']} cores, python {m['python']}, "
+          f"onnxruntime {m['onnxruntime']} ({report['backend']}), intra_op_threads={report['intra_op_threads']}, "
+          f"repeat={report['repeat']} (+{report['warmup']} warm-up), medians")
+    print_table(
+        f"Per-request time (ms). target at {TARGET_SIZE}²: HTTP - baseline <= max({OVERHEAD_MS:g} ms, "
+        f"{OVERHEAD_FRACTION:.0%} of baseline)",
+        ["model", "size", "runs", "raw run", "pipeline", "in-proc", "HTTP", "HTTP-inproc", "HTTP/inproc",
+         "HTTP/raw", "vs in-proc", "vs raw"],
+        [[r["model"], f"{r['size']}²", str(r["runs_per_image"]), fmt(r["raw_run_ms"]), fmt(r["pipeline_ms"]),
+          fmt(r["inproc_ms"]), fmt(r["http_ms"]), fmt(r["http_minus_inproc_ms"]), fmt(r["http_over_inproc"], 3),
+          fmt(r["http_over_raw"], 3), verdict(r, "pass_vs_inproc"), verdict(r, "pass_vs_raw")]
+         for r in report["overhead"]],
+    )
+    h = report["health"]
+    busy = ", ".join(f"{k} {fmt(v, 0)}" for k, v in h["min_in_flight_seen"].items())
+    print_table(
+        f"GET /health while every model has {h['in_flight_per_model_requested']} requests in flight "
+        f"({h['image_size']}² images, {h['seconds']:g} s). target: p99 <= {HEALTH_P99_MS:g} ms",
+        ["probes", "p50 ms", "p99 ms", "max ms", "server p50", "server p99", "not OK", "verdict"],
+        [[str(h["count"]), fmt(h["p50_ms"], 2), fmt(h["p99_ms"], 2), fmt(h["max_ms"], 2),
+          fmt(h["server_side_p50_ms"], 2), fmt(h["server_side_p99_ms"], 2), str(h["not_ok"]),
+          "PASS" if h["p99_ms"] <= HEALTH_P99_MS else "FAIL"]],
+    )
+    loads = "; ".join(f"{k}: {v['ok']} ok, {v['busy']} busy, {v['other']} other"
+                      for k, v in h["load_answers"].items())
+    print(f"  load answers: {loads}")
+    print(f"  server lpa_in_flight, lowest sample per model: {busy}")
+    print_table(
+        f"Throughput ({report['throughput_size']}², capacity {report['capacity']}, queue {report['queue']}; "
+        f"ok/s counts 200s only, busy = 500 '{BUSY_TEXT}')",
+        ["model", "conc", "requests", "ok", "busy", "other", "seconds", "ok/s", "p50 ms"],
+        [[t["model"], str(t["concurrency"]), str(t["requests"]), str(t["ok"]), str(t["busy"]), str(t["other"]),
+          fmt(t["seconds"], 2), fmt(t["ok_per_s"], 2), fmt(t["latency_p50_ms"])] for t in report["throughput"]],
+    )
+    diffs = ", ".join(f"{r['model']} {r['size']}² {r['output_check']['max_abs_diff']}" for r in report["overhead"])
+    print(f"\nHTTP answer vs in-process output, max |pixel difference|: {diffs}")
+
+
+# --- main ------------------------------------------------------------------------------------------------------
+
+CATALOG = load_catalog(bundled_catalog_dir())
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Measure what the lpa HTTP worker adds over in-process inference (loopback only).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="MODEL",
+                        help="catalog models to measure (each served under its manifest's capability)")
+    parser.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES), metavar="PX",
+                        help="square image sizes for the overhead table (targets are judged at 512)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed requests per model and size")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before each timed series")
+    parser.add_argument("--model-dir", type=Path, default=Path("~/.cache/livepeer-appliance/models").expanduser(),
+                        help="where `lpa fetch-models` put the model files")
+    parser.add_argument("--intra-op-threads", type=int, default=0,
+                        help="onnxruntime intra-op threads, in process and in the server (0 = one per core)")
+    parser.add_argument("--cpu-only", action="store_true", help="never try GPU providers (both sides)")
+    parser.add_argument("--capacity", type=int, default=1, help="server slots per model")
+    parser.add_argument("--queue", type=int, default=max(CONCURRENCY) - 1,
+                        help="server queue per model; the default lets concurrency 4 in without busy answers")
+    parser.add_argument("--health-seconds", type=float, default=5.0, help="how long to poll /health")
+    parser.add_argument("--health-size", type=int, default=256, help="image size of the saturating load")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="seconds between starting the saturating load and polling /health")
+    parser.add_argument("--throughput-size", type=int, default=256, help="image size for the throughput runs")
+    parser.add_argument("--throughput-requests", type=int, default=8, help="requests per model and concurrency")
+    parser.add_argument("--throughput-seconds", type=float, default=20.0,
+                        help="stop sending new requests of one throughput run after this long")
+    parser.add_argument("--request-timeout", type=float, default=120.0, help="HTTP timeout per request, seconds")
+    parser.add_argument("--startup-timeout", type=float, default=180.0,
+                        help="seconds to wait for the server's /health to say OK")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="server log level (info writes an access-log line per request, as in production; "
+                             "the server-side /health durations come from it)")
+    parser.add_argument("--max-seconds", type=float, default=900.0, help="abort the whole run after this long")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON results")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.models if m not in CATALOG.manifests]
+    if unknown:
+        parser.error(f"not in the catalog: {', '.join(unknown)} (known: {', '.join(sorted(CATALOG.manifests))})")
+    if args.repeat < 1 or args.warmup < 0 or args.capacity < 1 or args.queue < 0:
+        parser.error("--repeat and --capacity must be >= 1, --warmup and --queue >= 0")
+    return args
+
+
+def verified_paths(models: Sequence[str], model_dir: Path) -> dict[str, Path]:
+    store = ModelStore(model_dir)
+    try:
+        return {name: store.verified_path(CATALOG.get(name)) for name in models}
+    except ModelFileError as exc:
+        raise BenchError(f"{exc} (e.g. `uv run lpa fetch-models --node node.toml --no-progress`)") from exc
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    deadline = Deadline(args.max_seconds)
+    paths = verified_paths(args.models, args.model_dir)
+    sizes = sorted(set(args.sizes) | {args.health_size, args.throughput_size})
+    images = {size: test_image(size) for size in sizes}
+    table_images = {size: images[size] for size in args.sizes}
+
+    inproc: dict[str, dict[int, InProcess]] = {}
+    backend_name = "?"
+    for name in args.models:  # the server is not running yet: nothing else competes for the cores
+        backend_name, inproc[name] = measure_in_process(CATALOG.get(name), paths[name], table_images, args,
+                                                        deadline)
+
+    report: dict[str, Any] = {
+        "machine": machine(), "backend": backend_name, "models": args.models, "sizes": args.sizes,
+        "repeat": args.repeat, "warmup": args.warmup, "intra_op_threads": args.intra_op_threads,
+        "capacity": args.capacity, "queue": args.queue, "throughput_size": args.throughput_size,
+        "targets": {"overhead_ms": OVERHEAD_MS, "overhead_fraction": OVERHEAD_FRACTION, "at_size": TARGET_SIZE,
+                    "health_p99_ms": HEALTH_P99_MS},
+    }
+    with tempfile.TemporaryDirectory(prefix="lpa-bench-") as tmp, \
+            running_server(args.models, args, Path(tmp)) as (base_url, server_log):
+        report["overhead"] = overhead_phase(base_url, inproc, table_images, args, deadline)
+        deadline.check("/health under saturation")
+        log("saturating every model and polling /health")
+        report["health"] = health_under_saturation(base_url, args.models, images[args.health_size], args,
+                                                   server_log)
+        report["throughput"] = []
+        for name in args.models:
+            for concurrency in CONCURRENCY:
+                deadline.check(f"throughput {name} x{concurrency}")
+                report["throughput"].append(throughput(base_url, name, images[args.throughput_size],
+                                                       concurrency, args))
+                log(f"throughput {name} x{concurrency}: {report['throughput'][-1]['ok_per_s']:.2f} ok/s")
+    return report
+
+
+def overhead_phase(base_url: str, inproc: Mapping[str, Mapping[int, InProcess]], images: Mapping[int, bytes],
+                   args: argparse.Namespace, deadline: Deadline) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with httpx.Client(base_url=base_url, timeout=args.request_timeout, trust_env=False) as client:
+        for name, per_size in inproc.items():
+            for size, baseline in per_size.items():
+                http_ms, check = measure_http(client, name, size, images[size], baseline.output_png, args,
+                                              deadline)
+                row = overhead_row(name, size, baseline, http_ms)
+                row["output_check"] = check
+                row["samples"] = {"raw_run_ms": baseline.raw_ms, "pipeline_ms": baseline.pipeline_ms,
+                                  "inproc_ms": baseline.full_ms, "http_ms": http_ms}
+                rows.append(row)
+    return rows
+
+
+def save(report: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _finite(value: Any) -> Any:
+    """NaN (a statistic of no samples) becomes null, so the file is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    try:
+        report = run(args)
+    except BenchError as exc:
+        print(f"worker_overhead: error: {exc}", file=sys.stderr)
+        return 1
+    report["wall_seconds"] = time.monotonic() - started
+    report["command"] = [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+    print_report(report)
+    save(report, args.output)
+    print(f"\nraw numbers: {args.output} (whole run {report['wall_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
