@@ -61,6 +61,7 @@ TARGET_SIZE = 512  # the issue's targets are stated at 512²
 OVERHEAD_MS, OVERHEAD_FRACTION = 5.0, 0.05  # HTTP overhead ≤ max(5 ms, 5 %)
 HEALTH_P99_MS = 20.0
 BUSY_TEXT = "insufficient capacity"
+DEFAULT_MODEL_DIR = Path("~/.cache/livepeer-appliance/models").expanduser()  # the node file's default
 RESULTS = Path(__file__).resolve().parent / "results" / "worker_overhead.json"
 
 
@@ -68,7 +69,7 @@ class BenchError(RuntimeError):
     """The benchmark cannot go on (missing model, server did not start, deadline passed)."""
 
 
-# --- small helpers ---------------------------------------------------------------------------------------------
+# --- small helpers -----------------------------------------------------------------------------------------
 
 
 class Deadline:
@@ -106,7 +107,7 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-# --- test images -----------------------------------------------------------------------------------------------
+# --- test images -------------------------------------------------------------------------------------------
 
 
 def test_image(size: int, seed: int = 20240601) -> bytes:
@@ -123,8 +124,8 @@ def test_image(size: int, seed: int = 20240601) -> bytes:
     draw.rectangle((0, int(0.72 * s), s, s), fill=(70, 110, 55))  # ground
     draw.ellipse((int(0.30 * s), int(0.28 * s), int(0.70 * s), int(0.80 * s)), fill=(200, 90, 60))  # subject
     draw.ellipse((int(0.42 * s), int(0.38 * s), int(0.50 * s), int(0.46 * s)), fill=(30, 30, 40))
-    draw.polygon([(int(0.05 * s), int(0.72 * s)), (int(0.18 * s), int(0.40 * s)), (int(0.30 * s), int(0.72 * s))],
-                 fill=(120, 120, 130))
+    mountain = [(0.05, 0.72), (0.18, 0.40), (0.30, 0.72)]
+    draw.polygon([(int(px * s), int(py * s)) for px, py in mountain], fill=(120, 120, 130))
     draw.rectangle((int(0.74 * s), int(0.50 * s), int(0.95 * s), int(0.72 * s)), fill=(230, 220, 200))
     font = _font(max(10, s // 18))
     draw.text((int(0.05 * s), int(0.06 * s)), "LIVEPEER 2x", fill=(20, 20, 20), font=font)
@@ -143,7 +144,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-# --- in-process baseline ---------------------------------------------------------------------------------------
+# --- in-process baseline -----------------------------------------------------------------------------------
 
 
 class TimingBackend:
@@ -182,9 +183,11 @@ class InProcess:
     output_png: bytes = b""
 
 
-def measure_in_process(manifest: Manifest, model_path: Path, images: Mapping[int, bytes], args: argparse.Namespace,
-                       deadline: Deadline) -> tuple[str, dict[int, InProcess]]:
-    choice = create_backend(model_path, intra_op_threads=args.intra_op_threads, allow_gpu=not args.cpu_only)
+def measure_in_process(manifest: Manifest, model_path: Path, images: Mapping[int, bytes], *,
+                       args: argparse.Namespace, deadline: Deadline) -> tuple[str, dict[int, InProcess]]:
+    """Medians' raw samples per size; the backend and pipeline are dropped (threads freed) on return."""
+    choice = create_backend(model_path, intra_op_threads=args.intra_op_threads,
+                            allow_gpu=not args.cpu_only)
     backend = TimingBackend(choice.backend)
     pipeline = create_pipeline(manifest, backend)
     options = pipeline.options_type()
@@ -214,7 +217,7 @@ def measure_in_process(manifest: Manifest, model_path: Path, images: Mapping[int
     return choice.backend.name, results
 
 
-# --- the server ------------------------------------------------------------------------------------------------
+# --- the server --------------------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -244,7 +247,8 @@ def lpa_command() -> list[str]:
 
 
 @contextmanager
-def running_server(models: Sequence[str], args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, Path]]:
+def running_server(models: Sequence[str], args: argparse.Namespace,
+                   workdir: Path) -> Iterator[tuple[str, Path]]:
     """A real ``lpa serve`` on a free loopback port, healthy; yields (base URL, log file)."""
     port = free_port()
     node = workdir / "node.toml"
@@ -254,7 +258,8 @@ def running_server(models: Sequence[str], args: argparse.Namespace, workdir: Pat
     if args.cpu_only:
         command.append("--cpu-only")
     with server_log.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
         base_url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(base_url, process, server_log, args.startup_timeout)
@@ -301,7 +306,7 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-# --- HTTP requests ---------------------------------------------------------------------------------------------
+# --- HTTP requests -----------------------------------------------------------------------------------------
 
 
 def route(name: str) -> str:
@@ -311,7 +316,7 @@ def route(name: str) -> str:
 
 
 def try_post(client: httpx.Client, name: str, png: bytes) -> httpx.Response | None:
-    """``post_image`` for the load generators: a transport error is None (and a short pause), not an exception."""
+    """``post_image`` for load generators: a transport error gives None (after a short pause), not a raise."""
     try:
         return post_image(client, name, png)
     except httpx.HTTPError:
@@ -349,7 +354,7 @@ def check_output(name: str, size: int, response: httpx.Response, expected_png: b
     return {"shape": list(got.shape), "max_abs_diff": int(np.abs(got - want).max())}
 
 
-def measure_http(client: httpx.Client, name: str, size: int, png: bytes, expected_png: bytes,
+def measure_http(client: httpx.Client, name: str, size: int, png: bytes, *, expected_png: bytes,
                  args: argparse.Namespace, deadline: Deadline) -> tuple[list[float], dict[str, Any]]:
     samples: list[float] = []
     check: dict[str, Any] = {}
@@ -368,7 +373,7 @@ def measure_http(client: httpx.Client, name: str, size: int, png: bytes, expecte
     return samples, check
 
 
-# --- /health under saturation ----------------------------------------------------------------------------------
+# --- /health under saturation ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -390,22 +395,41 @@ class LoadCounts:
                 self.other += 1
 
 
-def load_loop(base_url: str, name: str, png: bytes, stop_event: threading.Event, counts: LoadCounts,
-              timeout: float, started: threading.Event) -> None:
-    with httpx.Client(base_url=base_url, timeout=timeout, trust_env=False) as client:
-        started.set()
-        while not stop_event.is_set():
-            counts.add(try_post(client, name, png))
+@dataclass
+class LoadClient:
+    """One client that keeps exactly one request of one model in flight until told to stop."""
+
+    base_url: str
+    name: str
+    png: bytes
+    timeout: float
+    counts: LoadCounts
+    stop: threading.Event
+    connected: threading.Event = field(default_factory=threading.Event)
+
+    def loop(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=self.timeout, trust_env=False) as client:
+            self.connected.set()
+            while not self.stop.is_set():
+                self.counts.add(try_post(client, self.name, self.png))
 
 
-def server_gauges(client: httpx.Client) -> dict[str, dict[str, float]]:
-    """``lpa_in_flight`` and ``lpa_queued`` per model, from the worker's /metrics."""
-    gauges: dict[str, dict[str, float]] = {"in_flight": {}, "queued": {}}
+_METRIC = re.compile(r'^lpa_(in_flight|queued|inference_seconds_sum|inference_seconds_count)'
+                     r'\{model="([^"]+)"\} ([0-9.e+-]+)$')
+
+
+def server_metrics(client: httpx.Client) -> dict[str, dict[str, float]]:
+    """Per-model gauges and inference-time sums from the worker's /metrics: {metric: {model label: value}}."""
+    found: dict[str, dict[str, float]] = {}
     for line in client.get("/metrics").text.splitlines():
-        found = re.match(r'^lpa_(in_flight|queued)\{model="([^"]+)"\} ([0-9.e+-]+)$', line)
-        if found:
-            gauges[found.group(1)][found.group(2)] = float(found.group(3))
-    return gauges
+        if match := _METRIC.match(line):
+            found.setdefault(match.group(1), {})[match.group(2)] = float(match.group(3))
+    return found
+
+
+def label(name: str) -> str:
+    """The worker's metrics label of a served model: ``<capability>/<model_id>``."""
+    return f"{CATALOG.get(name).capability}/{name}"
 
 
 @dataclass
@@ -429,54 +453,67 @@ class HealthProbe:
                 self.not_ok += not ok
 
 
-def health_under_saturation(base_url: str, models: Sequence[str], png: bytes, args: argparse.Namespace,
+def health_under_saturation(base_url: str, models: Sequence[str], png: bytes, *, args: argparse.Namespace,
                             server_log: Path) -> dict[str, Any]:
+    """Poll /health while ``capacity + queue`` clients per model keep every slot busy and every queue full."""
     per_model = args.capacity + args.queue
     stop_event = threading.Event()
     counts = {name: LoadCounts() for name in models}
-    threads: list[threading.Thread] = []
-    for name in models:
-        for _ in range(per_model):
-            ready = threading.Event()
-            thread = threading.Thread(target=load_loop, daemon=True,
-                                      args=(base_url, name, png, stop_event, counts[name], args.request_timeout,
-                                            ready))
-            thread.start()
-            ready.wait(10)
-            threads.append(thread)
+    clients = [LoadClient(base_url, name, png, args.request_timeout, counts[name], stop_event)
+               for name in models for _ in range(per_model)]
+    threads = [threading.Thread(target=c.loop, daemon=True) for c in clients]
+    for thread, load_client in zip(threads, clients, strict=True):
+        thread.start()
+        load_client.connected.wait(10)
     gauges: list[dict[str, dict[str, float]]] = []
+    probe = HealthProbe()
     with httpx.Client(base_url=base_url, timeout=5.0, trust_env=False) as client:
         time.sleep(args.settle)  # every request admitted: each model's slots are running, its queue full
         log_offset = server_log.stat().st_size
-        probe = HealthProbe()
-        poller = threading.Thread(target=probe.poll, args=(base_url, args.health_seconds, args.request_timeout))
+        before, t_before = server_metrics(client), time.perf_counter()
+        poller = threading.Thread(target=probe.poll,
+                                  args=(base_url, args.health_seconds, args.request_timeout))
         poller.start()
         while poller.is_alive():
-            gauges.append(server_gauges(client))
             poller.join(1.0)
+            gauges.append(server_metrics(client))
+        window = time.perf_counter() - t_before
+        after = gauges[-1]
         stop_event.set()
     for thread in threads:
         thread.join(args.request_timeout)
-    samples = probe.samples
     server_ms = health_durations(server_log, log_offset)
-    busy_min = {name: min((g["in_flight"].get(f"{CATALOG.get(name).capability}/{name}", 0.0) for g in gauges),
-                          default=math.nan) for name in models}
     return {
         "image_size": args.health_size,
         "in_flight_per_model_requested": per_model,
         "seconds": args.health_seconds,
-        "count": len(samples),
+        "count": len(probe.samples),
         "not_ok": probe.not_ok,
-        "p50_ms": percentile(samples, 50),
-        "p99_ms": percentile(samples, 99),
-        "max_ms": max(samples, default=math.nan),
+        "p50_ms": percentile(probe.samples, 50),
+        "p99_ms": percentile(probe.samples, 99),
+        "max_ms": max(probe.samples, default=math.nan),
+        "server_side_count": len(server_ms),
         "server_side_p50_ms": percentile(server_ms, 50),
         "server_side_p99_ms": percentile(server_ms, 99),
-        "min_in_flight_seen": busy_min,
-        "gauge_samples": gauges,
+        "slot_busy_fraction": {name: busy_fraction(before, after, label(name), window, args.capacity)
+                               for name in models},
+        "min_in_flight_gauge": {name: min((g.get("in_flight", {}).get(label(name), 0.0) for g in gauges),
+                                          default=math.nan) for name in models},
+        "metrics_samples": gauges,
         "load_answers": {name: {"ok": c.ok, "busy": c.busy, "other": c.other} for name, c in counts.items()},
-        "samples_ms": samples,
+        "samples_ms": probe.samples,
     }
+
+
+def busy_fraction(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]],
+                  model: str, window: float, capacity: int) -> float:
+    """Inference seconds completed in the window per slot-second: about 1.0 when the slots never idle.
+
+    Counted at completion, so a request straddling an edge of the window moves it by up to one inference time.
+    """
+    key = "inference_seconds_sum"
+    done = after.get(key, {}).get(model, 0.0) - before.get(key, {}).get(model, 0.0)
+    return done / (window * capacity)
 
 
 def health_durations(server_log: Path, offset: int) -> list[float]:
@@ -494,10 +531,11 @@ def health_durations(server_log: Path, offset: int) -> list[float]:
     return durations
 
 
-# --- throughput ------------------------------------------------------------------------------------------------
+# --- throughput --------------------------------------------------------------------------------------------
 
 
-def throughput(base_url: str, name: str, png: bytes, concurrency: int, args: argparse.Namespace) -> dict[str, Any]:
+def throughput(base_url: str, name: str, png: bytes, concurrency: int, *,
+               args: argparse.Namespace) -> dict[str, Any]:
     """``--throughput-requests`` requests from ``concurrency`` clients (stopping early at the time cap)."""
     tickets = iter(range(args.throughput_requests))
     lock = threading.Lock()
@@ -535,7 +573,7 @@ def throughput(base_url: str, name: str, png: bytes, concurrency: int, args: arg
     }
 
 
-# --- reporting -------------------------------------------------------------------------------------------------
+# --- reporting ---------------------------------------------------------------------------------------------
 
 
 def machine() -> dict[str, Any]:
@@ -598,17 +636,23 @@ def verdict(row: Mapping[str, Any], key: str) -> str:
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:  # first column left-aligned, numbers right-aligned
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in pairs)
+
     print(f"\n{title}")
-    print("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+    print(line(header))
     print("  ".join("-" * w for w in widths))
     for r in rows:
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+        print(line(r))
 
 
 def print_report(report: Mapping[str, Any]) -> None:
     m = report["machine"]
     print(f"\nworker overhead benchmark: {m['cpu']}, {m['usable_cores']} cores, python {m['python']}, "
-          f"onnxruntime {m['onnxruntime']} ({report['backend']}), intra_op_threads={report['intra_op_threads']}, "
+          f"onnxruntime {m['onnxruntime']} ({report['backend']}), "
+          f"intra_op_threads={report['intra_op_threads']}, "
           f"repeat={report['repeat']} (+{report['warmup']} warm-up), medians")
     print_table(
         f"Per-request time (ms). target at {TARGET_SIZE}²: HTTP - baseline <= max({OVERHEAD_MS:g} ms, "
@@ -616,8 +660,8 @@ def print_report(report: Mapping[str, Any]) -> None:
         ["model", "size", "runs", "raw run", "pipeline", "in-proc", "HTTP", "HTTP-inproc", "HTTP/inproc",
          "HTTP/raw", "vs in-proc", "vs raw"],
         [[r["model"], f"{r['size']}²", str(r["runs_per_image"]), fmt(r["raw_run_ms"]), fmt(r["pipeline_ms"]),
-          fmt(r["inproc_ms"]), fmt(r["http_ms"]), fmt(r["http_minus_inproc_ms"]), fmt(r["http_over_inproc"], 3),
-          fmt(r["http_over_raw"], 3), verdict(r, "pass_vs_inproc"), verdict(r, "pass_vs_raw")]
+          fmt(r["inproc_ms"]), fmt(r["http_ms"]), fmt(r["http_minus_inproc_ms"]),
+          fmt(r["http_over_inproc"], 3), fmt(r["http_over_raw"], 3), verdict(r, "pass_vs_inproc"), verdict(r, "pass_vs_raw")]
          for r in report["overhead"]],
     )
     h = report["health"]
@@ -638,14 +682,16 @@ def print_report(report: Mapping[str, Any]) -> None:
         f"Throughput ({report['throughput_size']}², capacity {report['capacity']}, queue {report['queue']}; "
         f"ok/s counts 200s only, busy = 500 '{BUSY_TEXT}')",
         ["model", "conc", "requests", "ok", "busy", "other", "seconds", "ok/s", "p50 ms"],
-        [[t["model"], str(t["concurrency"]), str(t["requests"]), str(t["ok"]), str(t["busy"]), str(t["other"]),
-          fmt(t["seconds"], 2), fmt(t["ok_per_s"], 2), fmt(t["latency_p50_ms"])] for t in report["throughput"]],
+        [[t["model"], str(t["concurrency"]), str(t["requests"]), str(t["ok"]), str(t["busy"]),
+          str(t["other"]), fmt(t["seconds"], 2), fmt(t["ok_per_s"], 2), fmt(t["latency_p50_ms"])]
+         for t in report["throughput"]],
     )
-    diffs = ", ".join(f"{r['model']} {r['size']}² {r['output_check']['max_abs_diff']}" for r in report["overhead"])
+    diffs = ", ".join(f"{r['model']} {r['size']}² {r['output_check']['max_abs_diff']}"
+                      for r in report["overhead"])
     print(f"\nHTTP answer vs in-process output, max |pixel difference|: {diffs}")
 
 
-# --- main ------------------------------------------------------------------------------------------------------
+# --- main --------------------------------------------------------------------------------------------------
 
 CATALOG = load_catalog(bundled_catalog_dir())
 
@@ -660,7 +706,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="square image sizes for the overhead table (targets are judged at 512)")
     parser.add_argument("--repeat", type=int, default=5, help="timed requests per model and size")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before each timed series")
-    parser.add_argument("--model-dir", type=Path, default=Path("~/.cache/livepeer-appliance/models").expanduser(),
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
                         help="where `lpa fetch-models` put the model files")
     parser.add_argument("--intra-op-threads", type=int, default=0,
                         help="onnxruntime intra-op threads, in process and in the server (0 = one per core)")
@@ -673,21 +719,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=1.0,
                         help="seconds between starting the saturating load and polling /health")
     parser.add_argument("--throughput-size", type=int, default=256, help="image size for the throughput runs")
-    parser.add_argument("--throughput-requests", type=int, default=8, help="requests per model and concurrency")
+    parser.add_argument("--throughput-requests", type=int, default=8,
+                        help="requests per model and concurrency")
     parser.add_argument("--throughput-seconds", type=float, default=20.0,
                         help="stop sending new requests of one throughput run after this long")
-    parser.add_argument("--request-timeout", type=float, default=120.0, help="HTTP timeout per request, seconds")
+    parser.add_argument("--request-timeout", type=float, default=120.0,
+                        help="HTTP timeout per request, seconds")
     parser.add_argument("--startup-timeout", type=float, default=180.0,
                         help="seconds to wait for the server's /health to say OK")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                        help="server log level (info writes an access-log line per request, as in production; "
+                        help="server log level (info: an access-log line per request, as in production; "
                              "the server-side /health durations come from it)")
-    parser.add_argument("--max-seconds", type=float, default=900.0, help="abort the whole run after this long")
+    parser.add_argument("--max-seconds", type=float, default=900.0,
+                        help="abort the whole run after this long")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON results")
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in CATALOG.manifests]
     if unknown:
-        parser.error(f"not in the catalog: {', '.join(unknown)} (known: {', '.join(sorted(CATALOG.manifests))})")
+        known = ", ".join(sorted(CATALOG.manifests))
+        parser.error(f"not in the catalog: {', '.join(unknown)} (known: {known})")
     if args.repeat < 1 or args.warmup < 0 or args.capacity < 1 or args.queue < 0:
         parser.error("--repeat and --capacity must be >= 1, --warmup and --queue >= 0")
     return args
@@ -718,8 +768,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(), "backend": backend_name, "models": args.models, "sizes": args.sizes,
         "repeat": args.repeat, "warmup": args.warmup, "intra_op_threads": args.intra_op_threads,
         "capacity": args.capacity, "queue": args.queue, "throughput_size": args.throughput_size,
-        "targets": {"overhead_ms": OVERHEAD_MS, "overhead_fraction": OVERHEAD_FRACTION, "at_size": TARGET_SIZE,
-                    "health_p99_ms": HEALTH_P99_MS},
+        "targets": {"overhead_ms": OVERHEAD_MS, "overhead_fraction": OVERHEAD_FRACTION,
+                    "at_size": TARGET_SIZE, "health_p99_ms": HEALTH_P99_MS},
     }
     with tempfile.TemporaryDirectory(prefix="lpa-bench-") as tmp, \
             running_server(args.models, args, Path(tmp)) as (base_url, server_log):

@@ -68,9 +68,10 @@ class DepthPipeline(Pipeline[DepthOptions]):
         feeds = {self.input_name: (image_to_chw(resized, scale=1 / 255) - mean) / std}
         raw = self.backend.run(feeds, [self.output_name])[0]
         depth = raw.reshape(raw.shape[-2], raw.shape[-1]).astype(np.float32)  # NHW or NCHW with N = C = 1
+        # Normalise after resizing back, so the answer spans the full 0..65535 range at the input's size.
+        depth = resize_array(depth, image.width, image.height)
         low, high = float(depth.min()), float(depth.max())
-        depth = (depth - low) / max(high - low, 1e-12)
-        depth = np.clip(resize_array(depth, image.width, image.height), 0.0, 1.0)
+        depth = np.clip((depth - low) / max(high - low, 1e-12), 0.0, 1.0)
         if options.colormap:
             return colorize(depth)
         return Image.fromarray(np.rint(depth * 65535).astype(np.uint16))
