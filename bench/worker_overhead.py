@@ -661,7 +661,8 @@ def print_report(report: Mapping[str, Any]) -> None:
          "HTTP/raw", "vs in-proc", "vs raw"],
         [[r["model"], f"{r['size']}²", str(r["runs_per_image"]), fmt(r["raw_run_ms"]), fmt(r["pipeline_ms"]),
           fmt(r["inproc_ms"]), fmt(r["http_ms"]), fmt(r["http_minus_inproc_ms"]),
-          fmt(r["http_over_inproc"], 3), fmt(r["http_over_raw"], 3), verdict(r, "pass_vs_inproc"), verdict(r, "pass_vs_raw")]
+          fmt(r["http_over_inproc"], 3), fmt(r["http_over_raw"], 3),
+          verdict(r, "pass_vs_inproc"), verdict(r, "pass_vs_raw")]
          for r in report["overhead"]],
     )
     h = report["health"]
@@ -761,8 +762,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     inproc: dict[str, dict[int, InProcess]] = {}
     backend_name = "?"
     for name in args.models:  # the server is not running yet: nothing else competes for the cores
-        backend_name, inproc[name] = measure_in_process(CATALOG.get(name), paths[name], table_images, args,
-                                                        deadline)
+        backend_name, inproc[name] = measure_in_process(CATALOG.get(name), paths[name], table_images,
+                                                        args=args, deadline=deadline)
 
     report: dict[str, Any] = {
         "machine": machine(), "backend": backend_name, "models": args.models, "sizes": args.sizes,
@@ -773,29 +774,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="lpa-bench-") as tmp, \
             running_server(args.models, args, Path(tmp)) as (base_url, server_log):
-        report["overhead"] = overhead_phase(base_url, inproc, table_images, args, deadline)
+        report["overhead"] = overhead_phase(base_url, inproc, table_images, args=args, deadline=deadline)
         deadline.check("/health under saturation")
         log("saturating every model and polling /health")
-        report["health"] = health_under_saturation(base_url, args.models, images[args.health_size], args,
-                                                   server_log)
+        report["health"] = health_under_saturation(base_url, args.models, images[args.health_size],
+                                                   args=args, server_log=server_log)
         report["throughput"] = []
         for name in args.models:
             for concurrency in CONCURRENCY:
                 deadline.check(f"throughput {name} x{concurrency}")
                 report["throughput"].append(throughput(base_url, name, images[args.throughput_size],
-                                                       concurrency, args))
+                                                       concurrency, args=args))
                 log(f"throughput {name} x{concurrency}: {report['throughput'][-1]['ok_per_s']:.2f} ok/s")
     return report
 
 
 def overhead_phase(base_url: str, inproc: Mapping[str, Mapping[int, InProcess]], images: Mapping[int, bytes],
-                   args: argparse.Namespace, deadline: Deadline) -> list[dict[str, Any]]:
+                   *, args: argparse.Namespace, deadline: Deadline) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with httpx.Client(base_url=base_url, timeout=args.request_timeout, trust_env=False) as client:
         for name, per_size in inproc.items():
             for size, baseline in per_size.items():
-                http_ms, check = measure_http(client, name, size, images[size], baseline.output_png, args,
-                                              deadline)
+                http_ms, check = measure_http(client, name, size, images[size],
+                                              expected_png=baseline.output_png, args=args, deadline=deadline)
                 row = overhead_row(name, size, baseline, http_ms)
                 row["output_check"] = check
                 row["samples"] = {"raw_run_ms": baseline.raw_ms, "pipeline_ms": baseline.pipeline_ms,
