@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import structlog
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
@@ -19,6 +20,8 @@ from appliance.server.metrics import Metrics
 from appliance.server.routes import EntryRoutes, worker_routes
 
 __all__ = ["create_app", "read_token"]
+
+log = structlog.get_logger("appliance.server")
 
 
 def read_token(path: str | None) -> str | None:
@@ -51,6 +54,7 @@ def create_app(runtime: Runtime, *, token: str | None, load_in_background: bool 
                 await asyncio.shield(loader)
             for entry in entries:
                 entry.limiter.shutdown()
+            log.info("worker stopped", models=len(entries))
 
     return Litestar(
         route_handlers=handlers,
