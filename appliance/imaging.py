@@ -30,7 +30,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=_FORMATS)
+            image: Image.Image = Image.open(io.BytesIO(data), formats=_FORMATS)
             width, height = image.size
             if width < 1 or height < 1:
                 raise ImageError(f"the image has no pixels ({width}×{height})")
@@ -46,8 +46,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise ImageError(f"the upload is not a decodable image (accepted: {', '.join(_FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # Pillow's own guard fired while reading the header: far past any sane limit, ours included.
-        raise ImageError(f"the image declares more pixels than this worker's limit of {max_pixels} pixels "
-                         "(a decompression bomb?)") from None
+        raise ImageError(
+            f"the image declares more pixels than this worker's limit of {max_pixels} pixels (a decompression bomb?)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt pixel data
         raise ImageError(f"the image is corrupt or truncated: {exc}") from None
     if image.mode not in ("RGB", "RGBA"):

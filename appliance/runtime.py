@@ -82,8 +82,7 @@ class Runtime:
         started = time.perf_counter()
         try:
             path: Path = self.store.verified_path(entry.manifest)
-            choice = create_backend(path, intra_op_threads=self.node.worker.intra_op_threads,
-                                    allow_gpu=self.allow_gpu)
+            choice = create_backend(path, intra_op_threads=self.node.worker.intra_op_threads, allow_gpu=self.allow_gpu)
             pipeline = create_pipeline(entry.manifest, choice.backend)
             if entry.config.warm:
                 pipeline.warmup()
@@ -95,8 +94,18 @@ class Runtime:
             entry.state, entry.error = "ERROR", f"warm-up failed: {exc}"
             log.exception("model failed to warm up", model=entry.label)
             return
-        entry.pipeline, entry.backend_name, entry.backend_reason = pipeline, choice.backend.name, choice.reason
+        entry.pipeline, entry.backend_name, entry.backend_reason = (
+            pipeline,
+            choice.backend.name,
+            choice.reason,
+        )
         entry.load_seconds = time.perf_counter() - started
         entry.state = "OK"
-        log.info("model ready", model=entry.label, backend=entry.backend_name, reason=choice.reason,
-                 load_seconds=round(entry.load_seconds, 3), warm=entry.config.warm)
+        log.info(
+            "model ready",
+            model=entry.label,
+            backend=entry.backend_name,
+            reason=choice.reason,
+            load_seconds=round(entry.load_seconds, 3),
+            warm=entry.config.warm,
+        )

@@ -18,6 +18,14 @@ def serve(node: Node, catalog: Catalog, *, listen: tuple[str, int], allow_gpu: b
     runtime = Runtime(node, catalog, allow_gpu=allow_gpu)
     app = create_app(runtime, token=read_token(node.worker.token_file))
     host, port = listen
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-                timeout_graceful_shutdown=30, server_header=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
     return 0

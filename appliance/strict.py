@@ -24,7 +24,7 @@ class ConfigError(Exception):
 class StrictStruct(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Base for configuration types: unknown keys are rejected, fields are immutable.
 
-    msgspec does not inherit ``kw_only``: subclasses repeat ``kw_only=True`` so fields are passed by name.
+    msgspec does not inherit ``kw_only`` (and type checkers not ``frozen``): subclasses repeat both.
     """
 
 

@@ -183,11 +183,16 @@ class InProcess:
     output_png: bytes = b""
 
 
-def measure_in_process(manifest: Manifest, model_path: Path, images: Mapping[int, bytes], *,
-                       args: argparse.Namespace, deadline: Deadline) -> tuple[str, dict[int, InProcess]]:
+def measure_in_process(
+    manifest: Manifest,
+    model_path: Path,
+    images: Mapping[int, bytes],
+    *,
+    args: argparse.Namespace,
+    deadline: Deadline,
+) -> tuple[str, dict[int, InProcess]]:
     """Medians' raw samples per size; the backend and pipeline are dropped (threads freed) on return."""
-    choice = create_backend(model_path, intra_op_threads=args.intra_op_threads,
-                            allow_gpu=not args.cpu_only)
+    choice = create_backend(model_path, intra_op_threads=args.intra_op_threads, allow_gpu=not args.cpu_only)
     backend = TimingBackend(choice.backend)
     pipeline = create_pipeline(manifest, backend)
     options = pipeline.options_type()
@@ -212,8 +217,10 @@ def measure_in_process(manifest: Manifest, model_path: Path, images: Mapping[int
             result.runs_per_image = len(backend.seconds)
             result.output_png = png
         results[size] = result
-        log(f"in-process {manifest.name} {size}²: raw {median(result.raw_ms):.1f} ms, "
-            f"in-proc {median(result.full_ms):.1f} ms")
+        log(
+            f"in-process {manifest.name} {size}²: raw {median(result.raw_ms):.1f} ms, "
+            f"in-proc {median(result.full_ms):.1f} ms"
+        )
     return choice.backend.name, results
 
 
@@ -236,8 +243,15 @@ def node_toml(models: Sequence[str], args: argparse.Namespace, listen: str) -> s
         "",
     ]
     for name in models:
-        lines += ["[[models]]", f'model = "{name}"', f'capability = "{CATALOG.get(name).capability}"',
-                  f"capacity = {args.capacity}", f"queue = {args.queue}", "warm = true", ""]
+        lines += [
+            "[[models]]",
+            f'model = "{name}"',
+            f'capability = "{CATALOG.get(name).capability}"',
+            f"capacity = {args.capacity}",
+            f"queue = {args.queue}",
+            "warm = true",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -247,8 +261,7 @@ def lpa_command() -> list[str]:
 
 
 @contextmanager
-def running_server(models: Sequence[str], args: argparse.Namespace,
-                   workdir: Path) -> Iterator[tuple[str, Path]]:
+def running_server(models: Sequence[str], args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, Path]]:
     """A real ``lpa serve`` on a free loopback port, healthy; yields (base URL, log file)."""
     port = free_port()
     node = workdir / "node.toml"
@@ -258,8 +271,7 @@ def running_server(models: Sequence[str], args: argparse.Namespace,
     if args.cpu_only:
         command.append("--cpu-only")
     with server_log.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         base_url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(base_url, process, server_log, args.startup_timeout)
@@ -340,7 +352,7 @@ def output_of(response: httpx.Response) -> Image.Image:
     prefix = "data:image/png;base64,"
     if not url.startswith(prefix):
         raise BenchError(f"unexpected image URL {url[:40]!r}")
-    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix):])))
+    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :])))
 
 
 def check_output(name: str, size: int, response: httpx.Response, expected_png: bytes) -> dict[str, Any]:
@@ -354,8 +366,16 @@ def check_output(name: str, size: int, response: httpx.Response, expected_png: b
     return {"shape": list(got.shape), "max_abs_diff": int(np.abs(got - want).max())}
 
 
-def measure_http(client: httpx.Client, name: str, size: int, png: bytes, *, expected_png: bytes,
-                 args: argparse.Namespace, deadline: Deadline) -> tuple[list[float], dict[str, Any]]:
+def measure_http(
+    client: httpx.Client,
+    name: str,
+    size: int,
+    png: bytes,
+    *,
+    expected_png: bytes,
+    args: argparse.Namespace,
+    deadline: Deadline,
+) -> tuple[list[float], dict[str, Any]]:
     samples: list[float] = []
     check: dict[str, Any] = {}
     for i in range(args.warmup + args.repeat):
@@ -414,8 +434,10 @@ class LoadClient:
                 self.counts.add(try_post(client, self.name, self.png))
 
 
-_METRIC = re.compile(r'^lpa_(in_flight|queued|inference_seconds_sum|inference_seconds_count)'
-                     r'\{model="([^"]+)"\} ([0-9.e+-]+)$')
+_METRIC = re.compile(
+    r"^lpa_(in_flight|queued|inference_seconds_sum|inference_seconds_count)"
+    r'\{model="([^"]+)"\} ([0-9.e+-]+)$'
+)
 
 
 def server_metrics(client: httpx.Client) -> dict[str, dict[str, float]]:
@@ -453,14 +475,18 @@ class HealthProbe:
                 self.not_ok += not ok
 
 
-def health_under_saturation(base_url: str, models: Sequence[str], png: bytes, *, args: argparse.Namespace,
-                            server_log: Path) -> dict[str, Any]:
+def health_under_saturation(
+    base_url: str, models: Sequence[str], png: bytes, *, args: argparse.Namespace, server_log: Path
+) -> dict[str, Any]:
     """Poll /health while ``capacity + queue`` clients per model keep every slot busy and every queue full."""
     per_model = args.capacity + args.queue
     stop_event = threading.Event()
     counts = {name: LoadCounts() for name in models}
-    clients = [LoadClient(base_url, name, png, args.request_timeout, counts[name], stop_event)
-               for name in models for _ in range(per_model)]
+    clients = [
+        LoadClient(base_url, name, png, args.request_timeout, counts[name], stop_event)
+        for name in models
+        for _ in range(per_model)
+    ]
     threads = [threading.Thread(target=c.loop, daemon=True) for c in clients]
     for thread, load_client in zip(threads, clients, strict=True):
         thread.start()
@@ -471,8 +497,7 @@ def health_under_saturation(base_url: str, models: Sequence[str], png: bytes, *,
         time.sleep(args.settle)  # every request admitted: each model's slots are running, its queue full
         log_offset = server_log.stat().st_size
         before, t_before = server_metrics(client), time.perf_counter()
-        poller = threading.Thread(target=probe.poll,
-                                  args=(base_url, args.health_seconds, args.request_timeout))
+        poller = threading.Thread(target=probe.poll, args=(base_url, args.health_seconds, args.request_timeout))
         poller.start()
         while poller.is_alive():
             poller.join(1.0)
@@ -495,18 +520,26 @@ def health_under_saturation(base_url: str, models: Sequence[str], png: bytes, *,
         "server_side_count": len(server_ms),
         "server_side_p50_ms": percentile(server_ms, 50),
         "server_side_p99_ms": percentile(server_ms, 99),
-        "slot_busy_fraction": {name: busy_fraction(before, after, label(name), window, args.capacity)
-                               for name in models},
-        "min_in_flight_gauge": {name: min((g.get("in_flight", {}).get(label(name), 0.0) for g in gauges),
-                                          default=math.nan) for name in models},
+        "slot_busy_fraction": {
+            name: busy_fraction(before, after, label(name), window, args.capacity) for name in models
+        },
+        "min_in_flight_gauge": {
+            name: min((g.get("in_flight", {}).get(label(name), 0.0) for g in gauges), default=math.nan)
+            for name in models
+        },
         "metrics_samples": gauges,
         "load_answers": {name: {"ok": c.ok, "busy": c.busy, "other": c.other} for name, c in counts.items()},
         "samples_ms": probe.samples,
     }
 
 
-def busy_fraction(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]],
-                  model: str, window: float, capacity: int) -> float:
+def busy_fraction(
+    before: Mapping[str, Mapping[str, float]],
+    after: Mapping[str, Mapping[str, float]],
+    model: str,
+    window: float,
+    capacity: int,
+) -> float:
     """Inference seconds completed in the window per slot-second: about 1.0 when the slots never idle.
 
     Counted at completion, so a request straddling an edge of the window moves it by up to one inference time.
@@ -534,8 +567,7 @@ def health_durations(server_log: Path, offset: int) -> list[float]:
 # --- throughput --------------------------------------------------------------------------------------------
 
 
-def throughput(base_url: str, name: str, png: bytes, concurrency: int, *,
-               args: argparse.Namespace) -> dict[str, Any]:
+def throughput(base_url: str, name: str, png: bytes, concurrency: int, *, args: argparse.Namespace) -> dict[str, Any]:
     """``--throughput-requests`` requests from ``concurrency`` clients (stopping early at the time cap)."""
     tickets = iter(range(args.throughput_requests))
     lock = threading.Lock()
@@ -566,9 +598,16 @@ def throughput(base_url: str, name: str, png: bytes, concurrency: int, *,
     elapsed = time.perf_counter() - started
     answered = counts.ok + counts.busy + counts.other
     return {
-        "model": name, "concurrency": concurrency, "image_size": args.throughput_size,
-        "requests": answered, "ok": counts.ok, "busy": counts.busy, "other": counts.other,
-        "seconds": elapsed, "ok_per_s": counts.ok / elapsed, "answers_per_s": answered / elapsed,
+        "model": name,
+        "concurrency": concurrency,
+        "image_size": args.throughput_size,
+        "requests": answered,
+        "ok": counts.ok,
+        "busy": counts.busy,
+        "other": counts.other,
+        "seconds": elapsed,
+        "ok_per_s": counts.ok / elapsed,
+        "answers_per_s": answered / elapsed,
         "latency_p50_ms": percentile(latencies, 50),
     }
 
@@ -604,21 +643,38 @@ def machine() -> dict[str, Any]:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
 
 
 def overhead_row(name: str, size: int, inproc: InProcess, http_ms: list[float]) -> dict[str, Any]:
-    raw, pipe, full, http = (median(inproc.raw_ms), median(inproc.pipeline_ms), median(inproc.full_ms),
-                             median(http_ms))
+    raw, pipe, full, http = (
+        median(inproc.raw_ms),
+        median(inproc.pipeline_ms),
+        median(inproc.full_ms),
+        median(http_ms),
+    )
     row: dict[str, Any] = {
-        "model": name, "size": size, "runs_per_image": inproc.runs_per_image,
-        "raw_run_ms": raw, "pipeline_ms": pipe, "inproc_ms": full, "http_ms": http,
-        "http_minus_inproc_ms": http - full, "http_minus_raw_ms": http - raw,
-        "http_over_inproc": http / full, "http_over_raw": http / raw,
+        "model": name,
+        "size": size,
+        "runs_per_image": inproc.runs_per_image,
+        "raw_run_ms": raw,
+        "pipeline_ms": pipe,
+        "inproc_ms": full,
+        "http_ms": http,
+        "http_minus_inproc_ms": http - full,
+        "http_minus_raw_ms": http - raw,
+        "http_over_inproc": http / full,
+        "http_over_raw": http / raw,
     }
     if size == TARGET_SIZE:
         row["allowed_vs_inproc_ms"] = max(OVERHEAD_MS, OVERHEAD_FRACTION * full)
@@ -650,20 +706,46 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
 
 def print_report(report: Mapping[str, Any]) -> None:
     m = report["machine"]
-    print(f"\nworker overhead benchmark: {m['cpu']}, {m['usable_cores']} cores, python {m['python']}, "
-          f"onnxruntime {m['onnxruntime']} ({report['backend']}), "
-          f"intra_op_threads={report['intra_op_threads']}, "
-          f"repeat={report['repeat']} (+{report['warmup']} warm-up), medians")
+    print(
+        f"\nworker overhead benchmark: {m['cpu']}, {m['usable_cores']} cores, python {m['python']}, "
+        f"onnxruntime {m['onnxruntime']} ({report['backend']}), "
+        f"intra_op_threads={report['intra_op_threads']}, "
+        f"repeat={report['repeat']} (+{report['warmup']} warm-up), medians"
+    )
     print_table(
         f"Per-request time (ms). target at {TARGET_SIZE}²: HTTP - baseline <= max({OVERHEAD_MS:g} ms, "
         f"{OVERHEAD_FRACTION:.0%} of baseline)",
-        ["model", "size", "runs", "raw run", "pipeline", "in-proc", "HTTP", "HTTP-inproc", "HTTP/inproc",
-         "HTTP/raw", "vs in-proc", "vs raw"],
-        [[r["model"], f"{r['size']}²", str(r["runs_per_image"]), fmt(r["raw_run_ms"]), fmt(r["pipeline_ms"]),
-          fmt(r["inproc_ms"]), fmt(r["http_ms"]), fmt(r["http_minus_inproc_ms"]),
-          fmt(r["http_over_inproc"], 3), fmt(r["http_over_raw"], 3),
-          verdict(r, "pass_vs_inproc"), verdict(r, "pass_vs_raw")]
-         for r in report["overhead"]],
+        [
+            "model",
+            "size",
+            "runs",
+            "raw run",
+            "pipeline",
+            "in-proc",
+            "HTTP",
+            "HTTP-inproc",
+            "HTTP/inproc",
+            "HTTP/raw",
+            "vs in-proc",
+            "vs raw",
+        ],
+        [
+            [
+                r["model"],
+                f"{r['size']}²",
+                str(r["runs_per_image"]),
+                fmt(r["raw_run_ms"]),
+                fmt(r["pipeline_ms"]),
+                fmt(r["inproc_ms"]),
+                fmt(r["http_ms"]),
+                fmt(r["http_minus_inproc_ms"]),
+                fmt(r["http_over_inproc"], 3),
+                fmt(r["http_over_raw"], 3),
+                verdict(r, "pass_vs_inproc"),
+                verdict(r, "pass_vs_raw"),
+            ]
+            for r in report["overhead"]
+        ],
     )
     h = report["health"]
     busy = ", ".join(f"{k} {fmt(v, 0)}" for k, v in h["min_in_flight_seen"].items())
@@ -671,24 +753,42 @@ def print_report(report: Mapping[str, Any]) -> None:
         f"GET /health while every model has {h['in_flight_per_model_requested']} requests in flight "
         f"({h['image_size']}² images, {h['seconds']:g} s). target: p99 <= {HEALTH_P99_MS:g} ms",
         ["probes", "p50 ms", "p99 ms", "max ms", "server p50", "server p99", "not OK", "verdict"],
-        [[str(h["count"]), fmt(h["p50_ms"], 2), fmt(h["p99_ms"], 2), fmt(h["max_ms"], 2),
-          fmt(h["server_side_p50_ms"], 2), fmt(h["server_side_p99_ms"], 2), str(h["not_ok"]),
-          "PASS" if h["p99_ms"] <= HEALTH_P99_MS else "FAIL"]],
+        [
+            [
+                str(h["count"]),
+                fmt(h["p50_ms"], 2),
+                fmt(h["p99_ms"], 2),
+                fmt(h["max_ms"], 2),
+                fmt(h["server_side_p50_ms"], 2),
+                fmt(h["server_side_p99_ms"], 2),
+                str(h["not_ok"]),
+                "PASS" if h["p99_ms"] <= HEALTH_P99_MS else "FAIL",
+            ]
+        ],
     )
-    loads = "; ".join(f"{k}: {v['ok']} ok, {v['busy']} busy, {v['other']} other"
-                      for k, v in h["load_answers"].items())
+    loads = "; ".join(f"{k}: {v['ok']} ok, {v['busy']} busy, {v['other']} other" for k, v in h["load_answers"].items())
     print(f"  load answers: {loads}")
     print(f"  server lpa_in_flight, lowest sample per model: {busy}")
     print_table(
         f"Throughput ({report['throughput_size']}², capacity {report['capacity']}, queue {report['queue']}; "
         f"ok/s counts 200s only, busy = 500 '{BUSY_TEXT}')",
         ["model", "conc", "requests", "ok", "busy", "other", "seconds", "ok/s", "p50 ms"],
-        [[t["model"], str(t["concurrency"]), str(t["requests"]), str(t["ok"]), str(t["busy"]),
-          str(t["other"]), fmt(t["seconds"], 2), fmt(t["ok_per_s"], 2), fmt(t["latency_p50_ms"])]
-         for t in report["throughput"]],
+        [
+            [
+                t["model"],
+                str(t["concurrency"]),
+                str(t["requests"]),
+                str(t["ok"]),
+                str(t["busy"]),
+                str(t["other"]),
+                fmt(t["seconds"], 2),
+                fmt(t["ok_per_s"], 2),
+                fmt(t["latency_p50_ms"]),
+            ]
+            for t in report["throughput"]
+        ],
     )
-    diffs = ", ".join(f"{r['model']} {r['size']}² {r['output_check']['max_abs_diff']}"
-                      for r in report["overhead"])
+    diffs = ", ".join(f"{r['model']} {r['size']}² {r['output_check']['max_abs_diff']}" for r in report["overhead"])
     print(f"\nHTTP answer vs in-process output, max |pixel difference|: {diffs}")
 
 
@@ -700,39 +800,76 @@ CATALOG = load_catalog(bundled_catalog_dir())
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Measure what the lpa HTTP worker adds over in-process inference (loopback only).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="MODEL",
-                        help="catalog models to measure (each served under its manifest's capability)")
-    parser.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES), metavar="PX",
-                        help="square image sizes for the overhead table (targets are judged at 512)")
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        metavar="MODEL",
+        help="catalog models to measure (each served under its manifest's capability)",
+    )
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_SIZES),
+        metavar="PX",
+        help="square image sizes for the overhead table (targets are judged at 512)",
+    )
     parser.add_argument("--repeat", type=int, default=5, help="timed requests per model and size")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before each timed series")
-    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
-                        help="where `lpa fetch-models` put the model files")
-    parser.add_argument("--intra-op-threads", type=int, default=0,
-                        help="onnxruntime intra-op threads, in process and in the server (0 = one per core)")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=DEFAULT_MODEL_DIR,
+        help="where `lpa fetch-models` put the model files",
+    )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=0,
+        help="onnxruntime intra-op threads, in process and in the server (0 = one per core)",
+    )
     parser.add_argument("--cpu-only", action="store_true", help="never try GPU providers (both sides)")
     parser.add_argument("--capacity", type=int, default=1, help="server slots per model")
-    parser.add_argument("--queue", type=int, default=max(CONCURRENCY) - 1,
-                        help="server queue per model; the default lets concurrency 4 in without busy answers")
+    parser.add_argument(
+        "--queue",
+        type=int,
+        default=max(CONCURRENCY) - 1,
+        help="server queue per model; the default lets concurrency 4 in without busy answers",
+    )
     parser.add_argument("--health-seconds", type=float, default=5.0, help="how long to poll /health")
     parser.add_argument("--health-size", type=int, default=256, help="image size of the saturating load")
-    parser.add_argument("--settle", type=float, default=1.0,
-                        help="seconds between starting the saturating load and polling /health")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds between starting the saturating load and polling /health",
+    )
     parser.add_argument("--throughput-size", type=int, default=256, help="image size for the throughput runs")
-    parser.add_argument("--throughput-requests", type=int, default=8,
-                        help="requests per model and concurrency")
-    parser.add_argument("--throughput-seconds", type=float, default=20.0,
-                        help="stop sending new requests of one throughput run after this long")
-    parser.add_argument("--request-timeout", type=float, default=120.0,
-                        help="HTTP timeout per request, seconds")
-    parser.add_argument("--startup-timeout", type=float, default=180.0,
-                        help="seconds to wait for the server's /health to say OK")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                        help="server log level (info: an access-log line per request, as in production; "
-                             "the server-side /health durations come from it)")
-    parser.add_argument("--max-seconds", type=float, default=900.0,
-                        help="abort the whole run after this long")
+    parser.add_argument("--throughput-requests", type=int, default=8, help="requests per model and concurrency")
+    parser.add_argument(
+        "--throughput-seconds",
+        type=float,
+        default=20.0,
+        help="stop sending new requests of one throughput run after this long",
+    )
+    parser.add_argument("--request-timeout", type=float, default=120.0, help="HTTP timeout per request, seconds")
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=180.0,
+        help="seconds to wait for the server's /health to say OK",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="server log level (info: an access-log line per request, as in production; "
+        "the server-side /health durations come from it)",
+    )
+    parser.add_argument("--max-seconds", type=float, default=900.0, help="abort the whole run after this long")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON results")
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in CATALOG.manifests]
@@ -762,45 +899,78 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     inproc: dict[str, dict[int, InProcess]] = {}
     backend_name = "?"
     for name in args.models:  # the server is not running yet: nothing else competes for the cores
-        backend_name, inproc[name] = measure_in_process(CATALOG.get(name), paths[name], table_images,
-                                                        args=args, deadline=deadline)
+        backend_name, inproc[name] = measure_in_process(
+            CATALOG.get(name), paths[name], table_images, args=args, deadline=deadline
+        )
 
     report: dict[str, Any] = {
-        "machine": machine(), "backend": backend_name, "models": args.models, "sizes": args.sizes,
-        "repeat": args.repeat, "warmup": args.warmup, "intra_op_threads": args.intra_op_threads,
-        "capacity": args.capacity, "queue": args.queue, "throughput_size": args.throughput_size,
-        "targets": {"overhead_ms": OVERHEAD_MS, "overhead_fraction": OVERHEAD_FRACTION,
-                    "at_size": TARGET_SIZE, "health_p99_ms": HEALTH_P99_MS},
+        "machine": machine(),
+        "backend": backend_name,
+        "models": args.models,
+        "sizes": args.sizes,
+        "repeat": args.repeat,
+        "warmup": args.warmup,
+        "intra_op_threads": args.intra_op_threads,
+        "capacity": args.capacity,
+        "queue": args.queue,
+        "throughput_size": args.throughput_size,
+        "targets": {
+            "overhead_ms": OVERHEAD_MS,
+            "overhead_fraction": OVERHEAD_FRACTION,
+            "at_size": TARGET_SIZE,
+            "health_p99_ms": HEALTH_P99_MS,
+        },
     }
-    with tempfile.TemporaryDirectory(prefix="lpa-bench-") as tmp, \
-            running_server(args.models, args, Path(tmp)) as (base_url, server_log):
+    with (
+        tempfile.TemporaryDirectory(prefix="lpa-bench-") as tmp,
+        running_server(args.models, args, Path(tmp)) as (base_url, server_log),
+    ):
         report["overhead"] = overhead_phase(base_url, inproc, table_images, args=args, deadline=deadline)
         deadline.check("/health under saturation")
         log("saturating every model and polling /health")
-        report["health"] = health_under_saturation(base_url, args.models, images[args.health_size],
-                                                   args=args, server_log=server_log)
+        report["health"] = health_under_saturation(
+            base_url, args.models, images[args.health_size], args=args, server_log=server_log
+        )
         report["throughput"] = []
         for name in args.models:
             for concurrency in CONCURRENCY:
                 deadline.check(f"throughput {name} x{concurrency}")
-                report["throughput"].append(throughput(base_url, name, images[args.throughput_size],
-                                                       concurrency, args=args))
+                report["throughput"].append(
+                    throughput(base_url, name, images[args.throughput_size], concurrency, args=args)
+                )
                 log(f"throughput {name} x{concurrency}: {report['throughput'][-1]['ok_per_s']:.2f} ok/s")
     return report
 
 
-def overhead_phase(base_url: str, inproc: Mapping[str, Mapping[int, InProcess]], images: Mapping[int, bytes],
-                   *, args: argparse.Namespace, deadline: Deadline) -> list[dict[str, Any]]:
+def overhead_phase(
+    base_url: str,
+    inproc: Mapping[str, Mapping[int, InProcess]],
+    images: Mapping[int, bytes],
+    *,
+    args: argparse.Namespace,
+    deadline: Deadline,
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with httpx.Client(base_url=base_url, timeout=args.request_timeout, trust_env=False) as client:
         for name, per_size in inproc.items():
             for size, baseline in per_size.items():
-                http_ms, check = measure_http(client, name, size, images[size],
-                                              expected_png=baseline.output_png, args=args, deadline=deadline)
+                http_ms, check = measure_http(
+                    client,
+                    name,
+                    size,
+                    images[size],
+                    expected_png=baseline.output_png,
+                    args=args,
+                    deadline=deadline,
+                )
                 row = overhead_row(name, size, baseline, http_ms)
                 row["output_check"] = check
-                row["samples"] = {"raw_run_ms": baseline.raw_ms, "pipeline_ms": baseline.pipeline_ms,
-                                  "inproc_ms": baseline.full_ms, "http_ms": http_ms}
+                row["samples"] = {
+                    "raw_run_ms": baseline.raw_ms,
+                    "pipeline_ms": baseline.pipeline_ms,
+                    "inproc_ms": baseline.full_ms,
+                    "http_ms": http_ms,
+                }
                 rows.append(row)
     return rows
 

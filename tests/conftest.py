@@ -102,10 +102,16 @@ def make_client(tmp_path: Path, model_dir: Path, catalog_dir: Path) -> Iterator[
     """Build an in-process worker (models loaded before the first request) with the given entries/settings."""
     clients: list[TestClient[Any]] = []
 
-    def factory(entries: list[dict[str, Any]] | None = None, *, token: str | None = None,
-                **worker: Any) -> TestClient[Any]:
-        node_file = write_node(tmp_path / f"node{len(clients)}.toml", model_dir=model_dir,
-                               catalog_dir=catalog_dir, models=entries or DEFAULT_ENTRIES, **worker)
+    def factory(
+        entries: list[dict[str, Any]] | None = None, *, token: str | None = None, **worker: Any
+    ) -> TestClient[Any]:
+        node_file = write_node(
+            tmp_path / f"node{len(clients)}.toml",
+            model_dir=model_dir,
+            catalog_dir=catalog_dir,
+            models=entries or DEFAULT_ENTRIES,
+            **worker,
+        )
         node = load_node(node_file)
         runtime = Runtime(node, load_catalog(catalog_dir), allow_gpu=False)
         client = TestClient(create_app(runtime, token=token, load_in_background=False))
@@ -119,12 +125,18 @@ def make_client(tmp_path: Path, model_dir: Path, catalog_dir: Path) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def shared_client(tmp_path_factory: pytest.TempPathFactory, model_dir: Path,
-                  catalog_dir: Path) -> Iterator[TestClient[Any]]:
+def shared_client(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, catalog_dir: Path
+) -> Iterator[TestClient[Any]]:
     """One worker with every capability, small limits for bad-input tests, shared by a module's tests."""
-    node_file = write_node(tmp_path_factory.mktemp("node") / "node.toml", model_dir=model_dir,
-                           catalog_dir=catalog_dir, models=DEFAULT_ENTRIES, max_body_bytes=1_000_000,
-                           max_image_pixels=1_048_576)
+    node_file = write_node(
+        tmp_path_factory.mktemp("node") / "node.toml",
+        model_dir=model_dir,
+        catalog_dir=catalog_dir,
+        models=DEFAULT_ENTRIES,
+        max_body_bytes=1_000_000,
+        max_image_pixels=1_048_576,
+    )
     runtime = Runtime(load_node(node_file), load_catalog(catalog_dir), allow_gpu=False)
     with TestClient(create_app(runtime, token=None, load_in_background=False)) as client:
         yield client

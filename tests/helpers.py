@@ -40,12 +40,12 @@ def golivepeer_multipart(fields: dict[str, str], file_field: str, data: bytes) -
     boundary = uuid.uuid4().hex
     chunks: list[bytes] = []
     for name, value in fields.items():
-        chunks.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        )
+        chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     chunks.append(
         f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{file_field}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        + b"\r\n"
     )
     chunks.append(f"--{boundary}--\r\n".encode())
     return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
@@ -68,14 +68,20 @@ def assert_contract_response(path: str, method: str, status: int, content_type: 
     operation = contract()["paths"][path][method]
     responses = operation["responses"]
     assert str(status) in responses, f"{method.upper()} {path} answered {status}, contract lists {list(responses)}"
-    assert content_type.split(";")[0] == "application/json", f"content type {content_type!r} is not JSON"
+    assert content_type.split(";", maxsplit=1)[0] == "application/json", f"content type {content_type!r} is not JSON"
     schema_ref = responses[str(status)]["content"]["application/json"]["schema"]
     schema = {**schema_ref, "components": contract()["components"]}
     jsonschema.validate(body, schema)
 
 
-def write_node(path: Path, *, model_dir: Path, models: list[dict[str, Any]], catalog_dir: Path | None = None,
-               **worker: Any) -> Path:
+def write_node(
+    path: Path,
+    *,
+    model_dir: Path,
+    models: list[dict[str, Any]],
+    catalog_dir: Path | None = None,
+    **worker: Any,
+) -> Path:
     """Write a node file (TOML) for tests."""
     lines = ["[worker]", f'model_dir = "{model_dir}"']
     if catalog_dir is not None:

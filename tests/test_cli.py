@@ -32,30 +32,34 @@ def test_bad_node_file_is_exit_2_with_path(tmp_path: Path) -> None:
 
 
 def test_bad_listen_flag_is_exit_2(tmp_path: Path, model_dir: Path) -> None:
-    node = write_node(tmp_path / "n.toml", model_dir=model_dir,
-                      models=[{"model": "u2netp", "capability": "segmentation"}])
+    node = write_node(
+        tmp_path / "n.toml", model_dir=model_dir, models=[{"model": "u2netp", "capability": "segmentation"}]
+    )
     result = _run("serve", "--node", str(node), "--listen", "nowhere")
     assert result.returncode == 2 and "must look like HOST:PORT" in result.stderr
 
 
 def test_fetch_models_is_a_no_op_when_present(tmp_path: Path, model_dir: Path) -> None:
-    node = write_node(tmp_path / "n.toml", model_dir=model_dir,
-                      models=[{"model": "u2netp", "capability": "segmentation"}])
+    node = write_node(
+        tmp_path / "n.toml", model_dir=model_dir, models=[{"model": "u2netp", "capability": "segmentation"}]
+    )
     result = _run("fetch-models", "--node", str(node), "--no-progress")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:2] == ["present", "u2netp"]
 
 
 def test_fetch_models_refuses_unknown_model(tmp_path: Path, model_dir: Path) -> None:
-    node = write_node(tmp_path / "n.toml", model_dir=model_dir,
-                      models=[{"model": "u2netp", "capability": "segmentation"}])
+    node = write_node(
+        tmp_path / "n.toml", model_dir=model_dir, models=[{"model": "u2netp", "capability": "segmentation"}]
+    )
     result = _run("fetch-models", "--node", str(node), "no-such-model")
     assert result.returncode == 2 and "no model named 'no-such-model'" in result.stderr
 
 
 def test_doctor_reports_providers_gpus_and_models(tmp_path: Path, model_dir: Path) -> None:
-    node = write_node(tmp_path / "n.toml", model_dir=model_dir,
-                      models=[{"model": "u2netp", "capability": "segmentation"}])
+    node = write_node(
+        tmp_path / "n.toml", model_dir=model_dir, models=[{"model": "u2netp", "capability": "segmentation"}]
+    )
     result = _run("doctor", "--node", str(node))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "CPUExecutionProvider         works" in result.stdout
@@ -63,15 +67,19 @@ def test_doctor_reports_providers_gpus_and_models(tmp_path: Path, model_dir: Pat
 
 
 def test_doctor_fails_when_a_model_is_missing(tmp_path: Path) -> None:
-    node = write_node(tmp_path / "n.toml", model_dir=tmp_path / "empty",
-                      models=[{"model": "u2netp", "capability": "segmentation"}])
+    node = write_node(
+        tmp_path / "n.toml",
+        model_dir=tmp_path / "empty",
+        models=[{"model": "u2netp", "capability": "segmentation"}],
+    )
     result = _run("doctor", "--node", str(node))
     assert result.returncode == 1 and "MISSING" in result.stdout and "run `lpa fetch-models`" in result.stdout
 
 
 def test_models_lists_the_catalog(tmp_path: Path, model_dir: Path) -> None:
-    node = write_node(tmp_path / "n.toml", model_dir=model_dir,
-                      models=[{"model": "u2netp", "capability": "segmentation"}])
+    node = write_node(
+        tmp_path / "n.toml", model_dir=model_dir, models=[{"model": "u2netp", "capability": "segmentation"}]
+    )
     result = _run("models", "--node", str(node))
     assert result.returncode == 0
     rows = {line.split()[0]: line.split()[1:5] for line in result.stdout.splitlines()[1:]}

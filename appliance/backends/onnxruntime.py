@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from appliance.backends.base import BackendError
 
-__all__ = ["OnnxRuntimeBackend", "PROVIDER_LABELS"]
+__all__ = ["PROVIDER_LABELS", "OnnxRuntimeBackend"]
 
 PROVIDER_LABELS = {
     "TensorrtExecutionProvider": "onnxruntime-tensorrt",

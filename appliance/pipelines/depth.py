@@ -21,8 +21,16 @@ __all__ = ["DepthOptions", "DepthPipeline", "colorize"]
 
 # Anchor colours of the optional colour map, far (dark blue) to near (warm yellow); interpolated linearly.
 _PALETTE = np.array(
-    [[13, 8, 135], [84, 2, 163], [139, 10, 165], [185, 50, 137], [219, 92, 104], [244, 136, 73],
-     [254, 188, 43], [240, 249, 33]],
+    [
+        [13, 8, 135],
+        [84, 2, 163],
+        [139, 10, 165],
+        [185, 50, 137],
+        [219, 92, 104],
+        [244, 136, 73],
+        [254, 188, 43],
+        [240, 249, 33],
+    ],
     dtype=np.float32,
 )
 

@@ -37,8 +37,12 @@ class UpscalePipeline(Pipeline[NoOptions]):
 
     def upscale_array(self, pixels: np.ndarray) -> np.ndarray:
         """(1, 3, H, W) in 0..1 → (1, 3, sH, sW), tile by tile."""
-        scale, tile, border, multiple = (self.params.scale, self.params.tile, self.params.border,
-                                         self.params.multiple)
+        scale, tile, border, multiple = (
+            self.params.scale,
+            self.params.tile,
+            self.params.border,
+            self.params.multiple,
+        )
         _, channels, height, width = pixels.shape
         padded = np.pad(pixels, ((0, 0), (0, 0), (border, border), (border, border)), mode="edge")
         out = np.empty((1, channels, height * scale, width * scale), dtype=np.float32)
@@ -52,7 +56,7 @@ class UpscalePipeline(Pipeline[NoOptions]):
                 if extra_h or extra_w:
                     window = np.pad(window, ((0, 0), (0, 0), (0, extra_h), (0, extra_w)), mode="edge")
                 result = self.backend.run({self.input_name: np.ascontiguousarray(window)}, [self.output_name])[0]
-                out[:, :, top * scale : (top + tile_h) * scale, left * scale : (left + tile_w) * scale] = (
-                    result[:, :, : tile_h * scale, : tile_w * scale]
-                )
+                out[:, :, top * scale : (top + tile_h) * scale, left * scale : (left + tile_w) * scale] = result[
+                    :, :, : tile_h * scale, : tile_w * scale
+                ]
         return out

@@ -107,6 +107,7 @@ def _narrow(status: int, allowed: frozenset[int]) -> int:
 def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Shape ``exc`` as the contract's error body with a status this route may answer."""
     headers: dict[str, str] = {}
+    body: dict[str, Any]
     match exc:
         case ValidationFailed():
             status, body = 422, {"detail": [{"loc": exc.loc, "msg": exc.msg, "type": exc.type}]}
@@ -116,7 +117,10 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
                 headers["WWW-Authenticate"] = "Bearer"
         case HTTPException() if exc.status_code == 413:  # Litestar's body-size guard
             limit = request.app.state.get("max_body_bytes")
-            status, body = 413, {"detail": {"msg": f"request body is larger than this worker's limit of {limit} bytes"}}
+            status, body = (
+                413,
+                {"detail": {"msg": f"request body is larger than this worker's limit of {limit} bytes"}},
+            )
         case HTTPException():  # Litestar's own: 404, 405, malformed requests
             status, body = exc.status_code, {"detail": {"msg": str(exc.detail)}}
             headers.update(exc.headers or {})

@@ -68,4 +68,4 @@ def decode_fields(fields: dict[str, str], type_: type[T]) -> T:
             raise ValidationFailed(["body", found.group(1)], "unknown field", "extra_forbidden") from None
         found = _PATH.search(text)
         loc: list[str | int] = ["body", found.group(1)] if found else ["body"]
-        raise ValidationFailed(loc, text.split(" - at ")[0], "value_error") from None
+        raise ValidationFailed(loc, text.split(" - at ", maxsplit=1)[0], "value_error") from None

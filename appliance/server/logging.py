@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import structlog
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.server.metrics import Metrics
@@ -46,7 +47,7 @@ class RequestLogMiddleware:
         self.log = structlog.get_logger("appliance.access")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         presented = dict(scope["headers"]).get(b"x-request-id", b"")
@@ -67,8 +68,13 @@ class RequestLogMiddleware:
             finally:
                 route = _route_of(scope)
                 self.metrics.requests.labels(route, str(status)).inc()
-                self.log.info("request", method=scope["method"], path=scope["path"], status=status,
-                              duration_ms=round((time.perf_counter() - started) * 1000, 2))
+                self.log.info(
+                    "request",
+                    method=scope.get("method"),
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
 
 
 def _route_of(scope: Scope) -> str:

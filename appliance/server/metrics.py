@@ -15,18 +15,25 @@ class Metrics:
         r = self.registry
         self.requests = Counter("lpa_requests", "Requests answered", ["route", "status"], registry=r)
         self.errors = Counter("lpa_errors", "Error answers by reason", ["model", "reason"], registry=r)
-        self.queue_seconds = Histogram("lpa_queue_seconds", "Time waiting for a slot", ["model"],
-                                       buckets=_LATENCY_BUCKETS, registry=r)
-        self.inference_seconds = Histogram("lpa_inference_seconds", "Decode + model + encode time", ["model"],
-                                           buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue_seconds = Histogram(
+            "lpa_queue_seconds", "Time waiting for a slot", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "lpa_inference_seconds",
+            "Decode + model + encode time",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.in_flight = Gauge("lpa_in_flight", "Inferences running", ["model"], registry=r)
         self.queued = Gauge("lpa_queued", "Requests waiting for a slot", ["model"], registry=r)
-        self.load_seconds = Gauge("lpa_model_load_seconds", "Time to load, verify and warm a model", ["model"],
-                                  registry=r)
-        self.model_state = Gauge("lpa_model_state", "1 for the model's current state", ["model", "state"],
-                                 registry=r)
-        self.backend = Gauge("lpa_model_backend", "1 for the backend serving the model", ["model", "backend"],
-                             registry=r)
+        self.load_seconds = Gauge(
+            "lpa_model_load_seconds", "Time to load, verify and warm a model", ["model"], registry=r
+        )
+        self.model_state = Gauge("lpa_model_state", "1 for the model's current state", ["model", "state"], registry=r)
+        self.backend = Gauge(
+            "lpa_model_backend", "1 for the backend serving the model", ["model", "backend"], registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -60,17 +60,28 @@ def _paths(path: str) -> list[str]:
 
 def gpu_info() -> dict[str, GPUComputeInfo]:
     return {
-        str(g.index): GPUComputeInfo(id=g.uuid, name=g.name, memory_total=g.memory_total,
-                                     memory_free=g.memory_free, major=g.major, minor=g.minor)
+        str(g.index): GPUComputeInfo(
+            id=g.uuid,
+            name=g.name,
+            memory_total=g.memory_total,
+            memory_free=g.memory_free,
+            major=g.major,
+            minor=g.minor,
+        )
         for g in probe_gpus().gpus
     }
 
 
 def gpu_utilisation() -> dict[str, GPUUtilizationInfo]:
     return {
-        str(s.index): GPUUtilizationInfo(id=s.uuid, name=s.name, memory_total=s.memory_total,
-                                         memory_free=s.memory_free, utilization_compute=s.utilization_compute,
-                                         utilization_memory=s.utilization_memory)
+        str(s.index): GPUUtilizationInfo(
+            id=s.uuid,
+            name=s.name,
+            memory_total=s.memory_total,
+            memory_free=s.memory_free,
+            utilization_compute=s.utilization_compute,
+            utilization_memory=s.utilization_memory,
+        )
         for s in gpu_stats()
     }
 
@@ -141,22 +152,50 @@ class EntryRoutes:
         base = self.entry.base_path
         name = self.entry.label.replace("/", ":")
         handlers = [
-            get(_paths(f"{base}/health"), name=f"{name}:health", opt={"statuses": INFO_STATUSES},
-                sync_to_thread=False)(self._health()),
-            get(_paths(f"{base}/version"), name=f"{name}:version", opt={"statuses": INFO_STATUSES},
-                sync_to_thread=False)(self._version()),
-            get(_paths(f"{base}/hardware/info"), name=f"{name}:hardware-info", opt={"statuses": INFO_STATUSES},
-                sync_to_thread=True)(self._hardware_info()),
-            get(_paths(f"{base}/hardware/stats"), name=f"{name}:hardware-stats", opt={"statuses": INFO_STATUSES},
-                sync_to_thread=True)(self._hardware_stats()),
+            get(
+                _paths(f"{base}/health"),
+                name=f"{name}:health",
+                opt={"statuses": INFO_STATUSES},
+                sync_to_thread=False,
+            )(self._health()),
+            get(
+                _paths(f"{base}/version"),
+                name=f"{name}:version",
+                opt={"statuses": INFO_STATUSES},
+                sync_to_thread=False,
+            )(self._version()),
+            get(
+                _paths(f"{base}/hardware/info"),
+                name=f"{name}:hardware-info",
+                opt={"statuses": INFO_STATUSES},
+                sync_to_thread=True,
+            )(self._hardware_info()),
+            get(
+                _paths(f"{base}/hardware/stats"),
+                name=f"{name}:hardware-stats",
+                opt={"statuses": INFO_STATUSES},
+                sync_to_thread=True,
+            )(self._hardware_stats()),
         ]
         capability = self.entry.config.capability
         if capability == "upscale":
-            handlers.append(post(_paths(f"{base}/upscale"), name=f"{name}:upscale", status_code=200,
-                                 opt={"statuses": CONTRACT_STATUSES})(self._upscale()))
+            handlers.append(
+                post(
+                    _paths(f"{base}/upscale"),
+                    name=f"{name}:upscale",
+                    status_code=200,
+                    opt={"statuses": CONTRACT_STATUSES},
+                )(self._upscale())
+            )
         else:
-            handlers.append(post(_paths(f"{base}/{capability}"), name=f"{name}:{capability}", status_code=200,
-                                 opt={"statuses": BYOC_STATUSES})(self._byoc()))
+            handlers.append(
+                post(
+                    _paths(f"{base}/{capability}"),
+                    name=f"{name}:{capability}",
+                    status_code=200,
+                    opt={"statuses": BYOC_STATUSES},
+                )(self._byoc())
+            )
         return handlers
 
     def _health(self) -> Callable[[], HealthCheck]:
@@ -167,22 +206,31 @@ class EntryRoutes:
 
     def _version(self) -> Callable[[], Version]:
         def version() -> Version:
-            return Version(pipeline=self.entry.config.capability, model_id=self.entry.config.served_id,
-                           version=__version__)
+            return Version(
+                pipeline=self.entry.config.capability,
+                model_id=self.entry.config.served_id,
+                version=__version__,
+            )
 
         return version
 
     def _hardware_info(self) -> Callable[[], HardwareInformation]:
         def hardware_info() -> HardwareInformation:
-            return HardwareInformation(pipeline=self.entry.config.capability,
-                                       model_id=self.entry.config.served_id, gpu_info=gpu_info())
+            return HardwareInformation(
+                pipeline=self.entry.config.capability,
+                model_id=self.entry.config.served_id,
+                gpu_info=gpu_info(),
+            )
 
         return hardware_info
 
     def _hardware_stats(self) -> Callable[[], HardwareStats]:
         def hardware_stats() -> HardwareStats:
-            return HardwareStats(pipeline=self.entry.config.capability,
-                                 model_id=self.entry.config.served_id, gpu_stats=gpu_utilisation())
+            return HardwareStats(
+                pipeline=self.entry.config.capability,
+                model_id=self.entry.config.served_id,
+                gpu_stats=gpu_utilisation(),
+            )
 
         return hardware_stats
 
@@ -234,11 +282,20 @@ def worker_routes(runtime: Runtime, metrics: Metrics, entries: list[EntryRoutes]
     def models() -> list[ModelStatus]:
         return [
             ModelStatus(
-                model=e.entry.config.model, capability=e.entry.config.capability,
-                model_id=e.entry.config.served_id, base_path=e.entry.base_path, status=e.entry.state,
-                error=e.entry.error, backend=e.entry.backend_name, backend_reason=e.entry.backend_reason,
-                load_seconds=e.entry.load_seconds, capacity=e.entry.config.capacity, queue=e.entry.config.queue,
-                in_flight=e.limiter.running, waiting=e.limiter.waiting, warm=e.entry.config.warm,
+                model=e.entry.config.model,
+                capability=e.entry.config.capability,
+                model_id=e.entry.config.served_id,
+                base_path=e.entry.base_path,
+                status=e.entry.state,
+                error=e.entry.error,
+                backend=e.entry.backend_name,
+                backend_reason=e.entry.backend_reason,
+                load_seconds=e.entry.load_seconds,
+                capacity=e.entry.config.capacity,
+                queue=e.entry.config.queue,
+                in_flight=e.limiter.running,
+                waiting=e.limiter.waiting,
+                warm=e.entry.config.warm,
             )
             for e in entries
         ]
