@@ -61,6 +61,7 @@ TARGET_SIZE = 512  # the issue's targets are stated at 512²
 OVERHEAD_MS, OVERHEAD_FRACTION = 5.0, 0.05  # HTTP overhead ≤ max(5 ms, 5 %)
 HEALTH_P99_MS = 20.0
 BUSY_TEXT = "insufficient capacity"
+BUSY_BACKOFF_S = 0.05  # a client told "busy" waits this long before its next request, as a gateway would
 DEFAULT_MODEL_DIR = Path("~/.cache/livepeer-appliance/models").expanduser()  # the node file's default
 RESULTS = Path(__file__).resolve().parent / "results" / "worker_overhead.json"
 
@@ -175,53 +176,38 @@ class TimingBackend:
 
 
 @dataclass
-class InProcess:
-    raw_ms: list[float] = field(default_factory=list)  # backend.run, summed per image
+class Series:
+    """The samples of one model at one size; in-process and HTTP samples are taken alternately."""
+
+    raw_ms: list[float] = field(default_factory=list)  # backend.run, summed over the runs of one image
     pipeline_ms: list[float] = field(default_factory=list)  # pipeline.process
-    full_ms: list[float] = field(default_factory=list)  # decode + process + encode
+    inproc_ms: list[float] = field(default_factory=list)  # decode + process + encode
+    http_ms: list[float] = field(default_factory=list)  # POST, answer read in full
     runs_per_image: int = 0
-    output_png: bytes = b""
 
 
-def measure_in_process(
-    manifest: Manifest,
-    model_path: Path,
-    images: Mapping[int, bytes],
-    *,
-    args: argparse.Namespace,
-    deadline: Deadline,
-) -> tuple[str, dict[int, InProcess]]:
-    """Medians' raw samples per size; the backend and pipeline are dropped (threads freed) on return."""
-    choice = create_backend(model_path, intra_op_threads=args.intra_op_threads, allow_gpu=not args.cpu_only)
-    backend = TimingBackend(choice.backend)
-    pipeline = create_pipeline(manifest, backend)
-    options = pipeline.options_type()
-    results: dict[int, InProcess] = {}
-    for size, data in images.items():
-        result = InProcess()
-        for i in range(args.warmup + args.repeat):
-            deadline.check(f"in-process {manifest.name} {size}²")
-            backend.seconds.clear()
-            t0 = time.perf_counter()
-            image = decode_image(data, max_pixels=1 << 26)
-            t1 = time.perf_counter()
-            output = pipeline.process(image, options)
-            t2 = time.perf_counter()
-            png = encode_png(output)
-            t3 = time.perf_counter()
-            if i < args.warmup:
-                continue
-            result.raw_ms.append(ms(sum(backend.seconds)))
-            result.pipeline_ms.append(ms(t2 - t1))
-            result.full_ms.append(ms(t3 - t0))
-            result.runs_per_image = len(backend.seconds)
-            result.output_png = png
-        results[size] = result
-        log(
-            f"in-process {manifest.name} {size}²: raw {median(result.raw_ms):.1f} ms, "
-            f"in-proc {median(result.full_ms):.1f} ms"
-        )
-    return choice.backend.name, results
+class InProcessModel:
+    """The model as the server runs it, in this process, with the backend's ``run`` timed."""
+
+    def __init__(self, manifest: Manifest, model_path: Path, *, intra_op_threads: int, allow_gpu: bool) -> None:
+        choice = create_backend(model_path, intra_op_threads=intra_op_threads, allow_gpu=allow_gpu)
+        self.backend_name = choice.backend.name
+        self.backend = TimingBackend(choice.backend)
+        self.pipeline = create_pipeline(manifest, self.backend)
+        self.options = self.pipeline.options_type()
+
+    def sample(self, data: bytes) -> tuple[float, float, float, int, bytes]:
+        """(raw ms, pipeline ms, decode + pipeline + encode ms, backend runs, output PNG) for one image."""
+        self.backend.seconds.clear()
+        t0 = time.perf_counter()
+        image = decode_image(data, max_pixels=1 << 26)
+        t1 = time.perf_counter()
+        output = self.pipeline.process(image, self.options)
+        t2 = time.perf_counter()
+        png = encode_png(output)
+        t3 = time.perf_counter()
+        runs = self.backend.seconds
+        return ms(sum(runs)), ms(t2 - t1), ms(t3 - t0), len(runs), png
 
 
 # --- the server --------------------------------------------------------------------------------------------
@@ -366,31 +352,14 @@ def check_output(name: str, size: int, response: httpx.Response, expected_png: b
     return {"shape": list(got.shape), "max_abs_diff": int(np.abs(got - want).max())}
 
 
-def measure_http(
-    client: httpx.Client,
-    name: str,
-    size: int,
-    png: bytes,
-    *,
-    expected_png: bytes,
-    args: argparse.Namespace,
-    deadline: Deadline,
-) -> tuple[list[float], dict[str, Any]]:
-    samples: list[float] = []
-    check: dict[str, Any] = {}
-    for i in range(args.warmup + args.repeat):
-        deadline.check(f"HTTP {name} {size}²")
-        started = time.perf_counter()
-        response = post_image(client, name, png)
-        elapsed = time.perf_counter() - started
-        if response.status_code != 200:
-            raise BenchError(f"{name} {size}²: HTTP {response.status_code}: {response.text[:300]}")
-        if i == 0:
-            check = check_output(name, size, response, expected_png)
-        if i >= args.warmup:
-            samples.append(ms(elapsed))
-    log(f"HTTP {name} {size}²: {median(samples):.1f} ms")
-    return samples, check
+def http_sample(client: httpx.Client, name: str, size: int, png: bytes) -> tuple[float, httpx.Response]:
+    """One timed request (until the whole answer is read); anything but 200 stops the benchmark."""
+    started = time.perf_counter()
+    response = post_image(client, name, png)
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200:
+        raise BenchError(f"{name} {size}²: HTTP {response.status_code}: {response.text[:300]}")
+    return ms(elapsed), response
 
 
 # --- /health under saturation ------------------------------------------------------------------------------
@@ -404,15 +373,19 @@ class LoadCounts:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, response: httpx.Response | None) -> None:
+        """Count one answer; after a busy answer, back off briefly instead of hammering the worker."""
+        busy = response is not None and is_busy(response)
         with self.lock:
             if response is None:  # a transport error (timeout, reset): counted, never raised
                 self.other += 1
             elif response.status_code == 200:
                 self.ok += 1
-            elif is_busy(response):
+            elif busy:
                 self.busy += 1
             else:
                 self.other += 1
+        if busy:
+            time.sleep(BUSY_BACKOFF_S)
 
 
 @dataclass
@@ -475,6 +448,29 @@ class HealthProbe:
                 self.not_ok += not ok
 
 
+def start_probe(base_url: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """The /health prober, in a process of its own: the load threads here must not slow its client down."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--probe-health", base_url]
+    command += ["--health-seconds", str(args.health_seconds), "--request-timeout", str(args.request_timeout)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+
+def probe_result(process: subprocess.Popen[bytes]) -> HealthProbe:
+    stdout, _ = process.communicate(timeout=30)
+    if process.returncode != 0:
+        raise BenchError(f"the /health prober exited with {process.returncode}")
+    found = json.loads(stdout)
+    return HealthProbe(samples=found["samples"], not_ok=found["not_ok"])
+
+
+def probe_main(base_url: str, seconds: float, timeout: float) -> int:
+    """``--probe-health``: poll, then print the samples as JSON on stdout."""
+    probe = HealthProbe()
+    probe.poll(base_url, seconds, timeout)
+    print(json.dumps({"samples": probe.samples, "not_ok": probe.not_ok}))
+    return 0
+
+
 def health_under_saturation(
     base_url: str, models: Sequence[str], png: bytes, *, args: argparse.Namespace, server_log: Path
 ) -> dict[str, Any]:
@@ -492,23 +488,25 @@ def health_under_saturation(
         thread.start()
         load_client.connected.wait(10)
     gauges: list[dict[str, dict[str, float]]] = []
-    probe = HealthProbe()
-    with httpx.Client(base_url=base_url, timeout=5.0, trust_env=False) as client:
-        time.sleep(args.settle)  # every request admitted: each model's slots are running, its queue full
-        log_offset = server_log.stat().st_size
-        before, t_before = server_metrics(client), time.perf_counter()
-        poller = threading.Thread(target=probe.poll, args=(base_url, args.health_seconds, args.request_timeout))
-        poller.start()
-        while poller.is_alive():
-            poller.join(1.0)
-            gauges.append(server_metrics(client))
-        window = time.perf_counter() - t_before
-        after = gauges[-1]
-        stop_event.set()
+    try:
+        with httpx.Client(base_url=base_url, timeout=5.0, trust_env=False) as client:
+            time.sleep(args.settle)  # every request admitted: each model's slots are running, its queue full
+            log_offset = server_log.stat().st_size
+            before, t_before = server_metrics(client), time.perf_counter()
+            poller = start_probe(base_url, args)
+            while poller.poll() is None:
+                time.sleep(1.0)
+                gauges.append(server_metrics(client))
+            window = time.perf_counter() - t_before
+            after = gauges[-1] if gauges else server_metrics(client)
+            probe = probe_result(poller)
+    finally:
+        stop_event.set()  # the clients finish the request they have in flight, then stop
     for thread in threads:
         thread.join(args.request_timeout)
     server_ms = health_durations(server_log, log_offset)
     return {
+        "prober": "separate process, one keep-alive connection, sequential GETs",
         "image_size": args.health_size,
         "in_flight_per_model_requested": per_model,
         "seconds": args.health_seconds,
@@ -568,33 +566,41 @@ def health_durations(server_log: Path, offset: int) -> list[float]:
 
 
 def throughput(base_url: str, name: str, png: bytes, concurrency: int, *, args: argparse.Namespace) -> dict[str, Any]:
-    """``--throughput-requests`` requests from ``concurrency`` clients (stopping early at the time cap)."""
-    tickets = iter(range(args.throughput_requests))
+    """``concurrency`` clients send back to back for ``--throughput-seconds`` and at least
+    ``--throughput-min-requests`` requests; the requests still in flight then are finished and counted."""
+    issued = 0
     lock = threading.Lock()
     counts = LoadCounts()
     latencies: list[float] = []
-    cap = time.perf_counter() + args.throughput_seconds
+    started = time.perf_counter()
+
+    def take_ticket() -> bool:
+        nonlocal issued
+        with lock:
+            elapsed = time.perf_counter() - started
+            if elapsed >= args.throughput_seconds and issued >= args.throughput_min_requests:
+                return False
+            if elapsed >= args.throughput_max_seconds:  # a slow model: stop at the cap even below the minimum
+                return False
+            issued += 1
+            return True
 
     def client_loop() -> None:
         with httpx.Client(base_url=base_url, timeout=args.request_timeout, trust_env=False) as client:
-            while time.perf_counter() < cap:
-                with lock:
-                    if next(tickets, None) is None:
-                        return
-                started = time.perf_counter()
+            while take_ticket():
+                sent = time.perf_counter()
                 response = try_post(client, name, png)
-                elapsed = time.perf_counter() - started
+                elapsed = time.perf_counter() - sent
                 counts.add(response)
                 if response is not None and response.status_code == 200:
                     with lock:
                         latencies.append(ms(elapsed))
 
-    started = time.perf_counter()
     threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(args.throughput_seconds + args.request_timeout)
+        thread.join(args.throughput_max_seconds + args.request_timeout)
     elapsed = time.perf_counter() - started
     answered = counts.ok + counts.busy + counts.other
     return {
@@ -641,6 +647,24 @@ def machine() -> dict[str, Any]:
     }
 
 
+def cpu_busy_fraction(seconds: float = 1.0) -> float:
+    """Share of all cores' time spent busy over ``seconds`` (/proc/stat); NaN where there is no /proc."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text(encoding="utf-8").split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return math.nan
+    total = total1 - total0
+    return 1.0 - (idle1 - idle0) / total if total else math.nan
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -656,22 +680,24 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def overhead_row(name: str, size: int, inproc: InProcess, http_ms: list[float]) -> dict[str, Any]:
+def overhead_row(name: str, size: int, series: Series) -> dict[str, Any]:
     raw, pipe, full, http = (
-        median(inproc.raw_ms),
-        median(inproc.pipeline_ms),
-        median(inproc.full_ms),
-        median(http_ms),
+        median(series.raw_ms),
+        median(series.pipeline_ms),
+        median(series.inproc_ms),
+        median(series.http_ms),
     )
+    paired = [h - i for h, i in zip(series.http_ms, series.inproc_ms, strict=True)]
     row: dict[str, Any] = {
         "model": name,
         "size": size,
-        "runs_per_image": inproc.runs_per_image,
+        "runs_per_image": series.runs_per_image,
         "raw_run_ms": raw,
         "pipeline_ms": pipe,
         "inproc_ms": full,
         "http_ms": http,
         "http_minus_inproc_ms": http - full,
+        "paired_http_minus_inproc_ms": median(paired),
         "http_minus_raw_ms": http - raw,
         "http_over_inproc": http / full,
         "http_over_raw": http / raw,
@@ -712,6 +738,11 @@ def print_report(report: Mapping[str, Any]) -> None:
         f"intra_op_threads={report['intra_op_threads']}, "
         f"repeat={report['repeat']} (+{report['warmup']} warm-up), medians"
     )
+    print(
+        f"CPU busy before the run: {fmt(100 * report['cpu_busy_before_run'], 0)}% "
+        f"(load average {report['load_average_before_run'][0]:.2f}); "
+        f"in-process and HTTP samples alternate, never overlap"
+    )
     print_table(
         f"Per-request time (ms). target at {TARGET_SIZE}²: HTTP - baseline <= max({OVERHEAD_MS:g} ms, "
         f"{OVERHEAD_FRACTION:.0%} of baseline)",
@@ -724,6 +755,7 @@ def print_report(report: Mapping[str, Any]) -> None:
             "in-proc",
             "HTTP",
             "HTTP-inproc",
+            "paired",
             "HTTP/inproc",
             "HTTP/raw",
             "vs in-proc",
@@ -739,6 +771,7 @@ def print_report(report: Mapping[str, Any]) -> None:
                 fmt(r["inproc_ms"]),
                 fmt(r["http_ms"]),
                 fmt(r["http_minus_inproc_ms"]),
+                fmt(r["paired_http_minus_inproc_ms"]),
                 fmt(r["http_over_inproc"], 3),
                 fmt(r["http_over_raw"], 3),
                 verdict(r, "pass_vs_inproc"),
@@ -748,7 +781,8 @@ def print_report(report: Mapping[str, Any]) -> None:
         ],
     )
     h = report["health"]
-    busy = ", ".join(f"{k} {fmt(v, 0)}" for k, v in h["min_in_flight_seen"].items())
+    busy = ", ".join(f"{k} {fmt(v, 2)}" for k, v in h["slot_busy_fraction"].items())
+    gauge = ", ".join(f"{k} {fmt(v, 0)}" for k, v in h["min_in_flight_gauge"].items())
     print_table(
         f"GET /health while every model has {h['in_flight_per_model_requested']} requests in flight "
         f"({h['image_size']}² images, {h['seconds']:g} s). target: p99 <= {HEALTH_P99_MS:g} ms",
@@ -768,7 +802,8 @@ def print_report(report: Mapping[str, Any]) -> None:
     )
     loads = "; ".join(f"{k}: {v['ok']} ok, {v['busy']} busy, {v['other']} other" for k, v in h["load_answers"].items())
     print(f"  load answers: {loads}")
-    print(f"  server lpa_in_flight, lowest sample per model: {busy}")
+    print(f"  slot busy fraction (inference seconds done / slot seconds, from /metrics): {busy}")
+    print(f"  lowest lpa_in_flight gauge seen per model: {gauge}")
     print_table(
         f"Throughput ({report['throughput_size']}², capacity {report['capacity']}, queue {report['queue']}; "
         f"ok/s counts 200s only, busy = 500 '{BUSY_TEXT}')",
@@ -820,6 +855,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=5, help="timed requests per model and size")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before each timed series")
     parser.add_argument(
+        "--pause", type=float, default=0.05, help="seconds of quiet between an in-process and an HTTP sample"
+    )
+    parser.add_argument(
         "--model-dir",
         type=Path,
         default=DEFAULT_MODEL_DIR,
@@ -848,12 +886,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds between starting the saturating load and polling /health",
     )
     parser.add_argument("--throughput-size", type=int, default=256, help="image size for the throughput runs")
-    parser.add_argument("--throughput-requests", type=int, default=8, help="requests per model and concurrency")
     parser.add_argument(
-        "--throughput-seconds",
-        type=float,
-        default=20.0,
-        help="stop sending new requests of one throughput run after this long",
+        "--throughput-seconds", type=float, default=5.0, help="how long each model x concurrency run sends"
+    )
+    parser.add_argument(
+        "--throughput-min-requests", type=int, default=6, help="requests each run sends at least (slow models)"
+    )
+    parser.add_argument(
+        "--throughput-max-seconds", type=float, default=30.0, help="no run sends new requests after this long"
     )
     parser.add_argument("--request-timeout", type=float, default=120.0, help="HTTP timeout per request, seconds")
     parser.add_argument(
@@ -871,6 +911,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-seconds", type=float, default=900.0, help="abort the whole run after this long")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON results")
+    parser.add_argument("--probe-health", metavar="URL", help=argparse.SUPPRESS)  # the prober subprocess
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in CATALOG.manifests]
     if unknown:
@@ -891,29 +932,26 @@ def verified_paths(models: Sequence[str], model_dir: Path) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     deadline = Deadline(args.max_seconds)
+    busy = cpu_busy_fraction()
+    if busy > 0.10:
+        log(f"warning: the CPUs were {busy:.0%} busy before the run started; other work will skew the numbers")
     paths = verified_paths(args.models, args.model_dir)
     sizes = sorted(set(args.sizes) | {args.health_size, args.throughput_size})
     images = {size: test_image(size) for size in sizes}
-    table_images = {size: images[size] for size in args.sizes}
-
-    inproc: dict[str, dict[int, InProcess]] = {}
-    backend_name = "?"
-    for name in args.models:  # the server is not running yet: nothing else competes for the cores
-        backend_name, inproc[name] = measure_in_process(
-            CATALOG.get(name), paths[name], table_images, args=args, deadline=deadline
-        )
-
     report: dict[str, Any] = {
         "machine": machine(),
-        "backend": backend_name,
+        "cpu_busy_before_run": busy,
+        "load_average_before_run": os.getloadavg(),
         "models": args.models,
         "sizes": args.sizes,
         "repeat": args.repeat,
         "warmup": args.warmup,
+        "pause_s": args.pause,
         "intra_op_threads": args.intra_op_threads,
         "capacity": args.capacity,
         "queue": args.queue,
         "throughput_size": args.throughput_size,
+        "image_bytes": {str(size): len(data) for size, data in images.items()},
         "targets": {
             "overhead_ms": OVERHEAD_MS,
             "overhead_fraction": OVERHEAD_FRACTION,
@@ -925,7 +963,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="lpa-bench-") as tmp,
         running_server(args.models, args, Path(tmp)) as (base_url, server_log),
     ):
-        report["overhead"] = overhead_phase(base_url, inproc, table_images, args=args, deadline=deadline)
+        report["backend"], report["overhead"] = overhead_phase(base_url, paths, images, args=args, deadline=deadline)
         deadline.check("/health under saturation")
         log("saturating every model and polling /health")
         report["health"] = health_under_saturation(
@@ -944,35 +982,73 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def overhead_phase(
     base_url: str,
-    inproc: Mapping[str, Mapping[int, InProcess]],
+    paths: Mapping[str, Path],
     images: Mapping[int, bytes],
     *,
     args: argparse.Namespace,
     deadline: Deadline,
-) -> list[dict[str, Any]]:
+) -> tuple[str, list[dict[str, Any]]]:
+    """Per model and size, in-process and HTTP samples alternately; the two never run at once."""
     rows: list[dict[str, Any]] = []
+    backend_name = "?"
     with httpx.Client(base_url=base_url, timeout=args.request_timeout, trust_env=False) as client:
-        for name, per_size in inproc.items():
-            for size, baseline in per_size.items():
-                http_ms, check = measure_http(
-                    client,
-                    name,
-                    size,
-                    images[size],
-                    expected_png=baseline.output_png,
-                    args=args,
-                    deadline=deadline,
-                )
-                row = overhead_row(name, size, baseline, http_ms)
+        for name in args.models:
+            model = InProcessModel(
+                CATALOG.get(name), paths[name], intra_op_threads=args.intra_op_threads, allow_gpu=not args.cpu_only
+            )
+            backend_name = model.backend_name
+            for size in args.sizes:
+                series, check = measure_pair(client, model, name, size, images[size], args=args, deadline=deadline)
+                row = overhead_row(name, size, series)
                 row["output_check"] = check
                 row["samples"] = {
-                    "raw_run_ms": baseline.raw_ms,
-                    "pipeline_ms": baseline.pipeline_ms,
-                    "inproc_ms": baseline.full_ms,
-                    "http_ms": http_ms,
+                    "raw_run_ms": series.raw_ms,
+                    "pipeline_ms": series.pipeline_ms,
+                    "inproc_ms": series.inproc_ms,
+                    "http_ms": series.http_ms,
                 }
                 rows.append(row)
-    return rows
+                log(
+                    f"{name} {size}²: raw {row['raw_run_ms']:.1f} ms, in-proc {row['inproc_ms']:.1f} ms, "
+                    f"HTTP {row['http_ms']:.1f} ms"
+                )
+            del model  # its onnxruntime threads go before the next model is measured
+    return backend_name, rows
+
+
+def measure_pair(
+    client: httpx.Client,
+    model: InProcessModel,
+    name: str,
+    size: int,
+    png: bytes,
+    *,
+    args: argparse.Namespace,
+    deadline: Deadline,
+) -> tuple[Series, dict[str, Any]]:
+    """Warm-up, then ``repeat`` times: one in-process sample, a pause, one HTTP sample, a pause.
+
+    Alternating keeps a slow spell of a shared machine from landing on one side only; the pause lets the
+    other side's onnxruntime threads stop spinning before the next sample starts.
+    """
+    series = Series()
+    check: dict[str, Any] = {}
+    for i in range(args.warmup + args.repeat):
+        deadline.check(f"{name} {size}²")
+        raw, pipe, full, runs, output = model.sample(png)
+        time.sleep(args.pause)
+        http, response = http_sample(client, name, size, png)
+        time.sleep(args.pause)
+        if i == 0:
+            check = check_output(name, size, response, output)
+        if i < args.warmup:
+            continue
+        series.raw_ms.append(raw)
+        series.pipeline_ms.append(pipe)
+        series.inproc_ms.append(full)
+        series.http_ms.append(http)
+        series.runs_per_image = runs
+    return series, check
 
 
 def save(report: Mapping[str, Any], path: Path) -> None:
@@ -993,6 +1069,8 @@ def _finite(value: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.probe_health:
+        return probe_main(args.probe_health, args.health_seconds, args.request_timeout)
     started = time.monotonic()
     try:
         report = run(args)
@@ -1000,9 +1078,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"worker_overhead: error: {exc}", file=sys.stderr)
         return 1
     report["wall_seconds"] = time.monotonic() - started
+    report["load_average_after_run"] = os.getloadavg()
     report["command"] = [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
-    print_report(report)
     save(report, args.output)
+    print_report(report)
     print(f"\nraw numbers: {args.output} (whole run {report['wall_seconds']:.0f} s)")
     return 0
 

@@ -71,6 +71,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
     try:
         yield worker
     finally:
+        worker.client.close()
         if process.poll() is None:
             process.kill()
             process.wait()
