@@ -38,7 +38,7 @@ class ServedEntry:
     manifest: Manifest
     state: ModelState = "LOADING"
     error: str | None = None
-    pipeline: Pipeline[Any] | None = None
+    pipeline: Pipeline[Any, Any] | None = None
     backend_name: str | None = None
     backend_reason: str | None = None
     load_seconds: float | None = None

@@ -262,8 +262,19 @@ def running_server(models: Sequence[str], args: argparse.Namespace, workdir: Pat
         try:
             wait_healthy(base_url, process, server_log, args.startup_timeout)
             yield base_url, server_log
+        except (BenchError, httpx.HTTPError) as exc:
+            raise BenchError(f"{exc}\n{server_post_mortem(process, server_log, args.output)}") from exc
         finally:
             stop(process)
+
+
+def server_post_mortem(process: subprocess.Popen[bytes], server_log: Path, output: Path) -> str:
+    """What the server said before things went wrong; its whole log is kept next to the results."""
+    kept = output.with_suffix(".server.log")
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_bytes(server_log.read_bytes())
+    state = "still running" if process.poll() is None else f"exited with {process.returncode}"
+    return f"lpa serve (pid {process.pid}) {state}; full log: {kept}\n{tail(server_log)}"
 
 
 def wait_healthy(base_url: str, process: subprocess.Popen[bytes], server_log: Path, timeout: float) -> None:

@@ -18,7 +18,7 @@ from appliance.pipelines.upscale import UpscalePipeline
 from tests.helpers import GRACE_HOPPER, png_bytes
 
 
-def _pipeline(name: str, model_dir: Path, catalog_dir: Path) -> Pipeline[Any]:
+def _pipeline(name: str, model_dir: Path, catalog_dir: Path) -> Pipeline[Any, Any]:
     manifest = load_catalog(catalog_dir).get(name)
     backend = create_backend(ModelStore(model_dir).verified_path(manifest), intra_op_threads=2, allow_gpu=False).backend
     return create_pipeline(manifest, backend)

@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-def create_pipeline(manifest: Manifest, backend: Backend) -> Pipeline[Any]:
+def create_pipeline(manifest: Manifest, backend: Backend) -> Pipeline[Any, Any]:
     match manifest.processing:
         case UpscaleParams():
             return UpscalePipeline(manifest, backend)

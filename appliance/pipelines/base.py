@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from appliance.backends.base import Backend
-from appliance.catalog import Capability, Manifest
+from appliance.catalog import Manifest
 
-__all__ = ["NoOptions", "Pipeline", "chw_to_image", "image_to_chw"]
+__all__ = ["NoOptions", "Pipeline", "chw_to_image", "image_to_chw", "normalise"]
 
 
 class NoOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -24,15 +24,20 @@ class NoOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 OptionsT = TypeVar("OptionsT", bound=msgspec.Struct)
+ParamsT = TypeVar("ParamsT", bound=msgspec.Struct)
 
 
-class Pipeline(ABC, Generic[OptionsT]):
-    capability: ClassVar[Capability]
+class Pipeline(ABC, Generic[OptionsT, ParamsT]):
+    # The manifest's processing parameters this pipeline reads (also names its capability).
+    params_type: ClassVar[type[msgspec.Struct]]
     # The per-request options this pipeline accepts (form fields / query parameters), decoded strictly.
     options_type: ClassVar[type[msgspec.Struct]]
 
     def __init__(self, manifest: Manifest, backend: Backend) -> None:
+        if not isinstance(manifest.processing, self.params_type):
+            raise TypeError(f"{type(self).__name__} cannot serve a {manifest.capability!r} manifest")
         self.manifest = manifest
+        self.params: ParamsT = manifest.processing  # type: ignore[assignment]
         self.backend = backend
         self.input_name = manifest.inputs[0].name
         self.output_name = manifest.outputs[0].name
@@ -51,6 +56,13 @@ def image_to_chw(image: Image.Image, *, scale: float) -> np.ndarray:
     """RGB image → float32 array of shape (1, 3, H, W), pixel values multiplied by ``scale``."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
     return np.ascontiguousarray((rgb * scale).transpose(2, 0, 1)[np.newaxis])
+
+
+def normalise(pixels: np.ndarray, mean: tuple[float, float, float], std: tuple[float, float, float]) -> np.ndarray:
+    """Per-channel (x - mean) / std on a (1, 3, H, W) array."""
+    return (pixels - np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)) / np.asarray(
+        std, dtype=np.float32
+    ).reshape(1, 3, 1, 1)
 
 
 def chw_to_image(array: np.ndarray, *, scale: float) -> Image.Image:

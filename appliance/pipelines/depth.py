@@ -12,10 +12,9 @@ import msgspec
 import numpy as np
 from PIL import Image
 
-from appliance.backends.base import Backend
-from appliance.catalog import DepthParams, Manifest
+from appliance.catalog import DepthParams
 from appliance.imaging import resize_array
-from appliance.pipelines.base import Pipeline, image_to_chw
+from appliance.pipelines.base import Pipeline, image_to_chw, normalise
 
 __all__ = ["DepthOptions", "DepthPipeline", "colorize"]
 
@@ -49,14 +48,9 @@ def colorize(depth: np.ndarray) -> Image.Image:
     return Image.fromarray(np.rint(rgb).astype(np.uint8))
 
 
-class DepthPipeline(Pipeline[DepthOptions]):
-    capability = "depth"
+class DepthPipeline(Pipeline[DepthOptions, DepthParams]):
+    params_type: ClassVar[type[DepthParams]] = DepthParams
     options_type: ClassVar[type[DepthOptions]] = DepthOptions
-
-    def __init__(self, manifest: Manifest, backend: Backend) -> None:
-        super().__init__(manifest, backend)
-        assert isinstance(manifest.processing, DepthParams)
-        self.params = manifest.processing
 
     def network_size(self, width: int, height: int) -> tuple[int, int]:
         """Input size for the net: longer side ≈ ``size``, aspect kept, both sides multiples of ``multiple``."""
@@ -71,9 +65,8 @@ class DepthPipeline(Pipeline[DepthOptions]):
     def process(self, image: Image.Image, options: DepthOptions) -> Image.Image:
         net_w, net_h = self.network_size(image.width, image.height)
         resized = image.convert("RGB").resize((net_w, net_h), Image.Resampling.BICUBIC)
-        mean = np.asarray(self.params.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(self.params.std, dtype=np.float32).reshape(1, 3, 1, 1)
-        feeds = {self.input_name: (image_to_chw(resized, scale=1 / 255) - mean) / std}
+        pixels = image_to_chw(resized, scale=1 / 255)
+        feeds = {self.input_name: normalise(pixels, self.params.mean, self.params.std)}
         raw = self.backend.run(feeds, [self.output_name])[0]
         depth = raw.reshape(raw.shape[-2], raw.shape[-1]).astype(np.float32)  # NHW or NCHW with N = C = 1
         # Normalise after resizing back, so the answer spans the full 0..65535 range at the input's size.

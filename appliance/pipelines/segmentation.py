@@ -8,10 +8,9 @@ import msgspec
 import numpy as np
 from PIL import Image
 
-from appliance.backends.base import Backend
-from appliance.catalog import Manifest, SegmentationParams
+from appliance.catalog import SegmentationParams
 from appliance.imaging import resize_array
-from appliance.pipelines.base import Pipeline, image_to_chw
+from appliance.pipelines.base import Pipeline, image_to_chw, normalise
 
 __all__ = ["SegmentationOptions", "SegmentationPipeline"]
 
@@ -21,23 +20,16 @@ class SegmentationOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     """Return the input with the mask as its alpha channel instead of the mask itself."""
 
 
-class SegmentationPipeline(Pipeline[SegmentationOptions]):
-    capability = "segmentation"
+class SegmentationPipeline(Pipeline[SegmentationOptions, SegmentationParams]):
+    params_type: ClassVar[type[SegmentationParams]] = SegmentationParams
     options_type: ClassVar[type[SegmentationOptions]] = SegmentationOptions
-
-    def __init__(self, manifest: Manifest, backend: Backend) -> None:
-        super().__init__(manifest, backend)
-        assert isinstance(manifest.processing, SegmentationParams)
-        self.params = manifest.processing
 
     def process(self, image: Image.Image, options: SegmentationOptions) -> Image.Image:
         size = self.params.size
         resized = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
         pixels = image_to_chw(resized, scale=1.0)
         pixels /= max(float(pixels.max()), 1e-6)  # U²-Net was trained on images scaled by their own maximum
-        mean = np.asarray(self.params.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(self.params.std, dtype=np.float32).reshape(1, 3, 1, 1)
-        feeds = {self.input_name: (pixels - mean) / std}
+        feeds = {self.input_name: normalise(pixels, self.params.mean, self.params.std)}
         saliency = self.backend.run(feeds, [self.output_name])[0][0, 0]
         low, high = float(saliency.min()), float(saliency.max())
         saliency = (saliency - low) / max(high - low, 1e-6)

@@ -6,21 +6,15 @@ from typing import ClassVar
 
 from PIL import Image
 
-from appliance.backends.base import Backend
-from appliance.catalog import Manifest, StyleTransferParams
+from appliance.catalog import StyleTransferParams
 from appliance.pipelines.base import NoOptions, Pipeline, chw_to_image, image_to_chw
 
 __all__ = ["StyleTransferPipeline"]
 
 
-class StyleTransferPipeline(Pipeline[NoOptions]):
-    capability = "style-transfer"
+class StyleTransferPipeline(Pipeline[NoOptions, StyleTransferParams]):
+    params_type: ClassVar[type[StyleTransferParams]] = StyleTransferParams
     options_type: ClassVar[type[NoOptions]] = NoOptions
-
-    def __init__(self, manifest: Manifest, backend: Backend) -> None:
-        super().__init__(manifest, backend)
-        assert isinstance(manifest.processing, StyleTransferParams)
-        self.params = manifest.processing
 
     def process(self, image: Image.Image, options: NoOptions) -> Image.Image:
         size = self.params.size

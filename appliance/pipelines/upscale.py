@@ -11,21 +11,15 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from appliance.backends.base import Backend
-from appliance.catalog import Manifest, UpscaleParams
+from appliance.catalog import UpscaleParams
 from appliance.pipelines.base import NoOptions, Pipeline, chw_to_image, image_to_chw
 
 __all__ = ["UpscalePipeline"]
 
 
-class UpscalePipeline(Pipeline[NoOptions]):
-    capability = "upscale"
+class UpscalePipeline(Pipeline[NoOptions, UpscaleParams]):
+    params_type: ClassVar[type[UpscaleParams]] = UpscaleParams
     options_type: ClassVar[type[NoOptions]] = NoOptions
-
-    def __init__(self, manifest: Manifest, backend: Backend) -> None:
-        super().__init__(manifest, backend)
-        assert isinstance(manifest.processing, UpscaleParams)
-        self.params = manifest.processing
 
     def process(self, image: Image.Image, options: NoOptions) -> Image.Image:
         alpha = image.getchannel("A") if image.mode == "RGBA" else None

@@ -65,6 +65,7 @@ def create_app(runtime: Runtime, *, token: str | None, load_in_background: bool 
         request_max_body_size=runtime.node.worker.max_body_bytes,
         state=State({"max_body_bytes": runtime.node.worker.max_body_bytes}),
         openapi_config=None,
+        logging_config=None,  # logs are structlog JSON lines (server/logging.py); leave stdlib logging alone
         debug=False,
     )
 
