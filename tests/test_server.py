@@ -155,6 +155,8 @@ def test_metrics_count_requests_and_time_inference(shared_client: TestClient[Any
     assert 'lpa_requests_total{route="upscale:waifu2x-upconv7:upscale",status="200"}' in text
     assert 'lpa_inference_seconds_count{model="upscale/waifu2x-upconv7"}' in text
     assert 'lpa_model_state{model="upscale/waifu2x-upconv7",state="OK"} 1.0' in text
+    assert 'lpa_in_flight{model="upscale/waifu2x-upconv7"} 0.0' in text
+    assert 'lpa_queued{model="segmentation/u2netp"} 0.0' in text
     assert 'lpa_model_backend{backend="onnxruntime-cpu",model="upscale/waifu2x-upconv7"} 1.0' in text
 
 

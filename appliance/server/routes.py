@@ -123,12 +123,7 @@ class EntryRoutes:
                     raise InferenceFailed(f"model {entry.config.served_id!r}: {exc}") from None
 
             timing = Timing()
-            self.metrics.queued.labels(label).set(self.limiter.waiting + 1)
-            try:
-                png = await self.limiter.run(work, timing)
-            finally:
-                self.metrics.queued.labels(label).set(self.limiter.waiting)
-                self.metrics.in_flight.labels(label).set(self.limiter.running)
+            png = await self.limiter.run(work, timing)
             self.metrics.queue_seconds.labels(label).observe(timing.queued_s)
             self.metrics.inference_seconds.labels(label).observe(timing.inference_s)
             return png
@@ -151,51 +146,30 @@ class EntryRoutes:
     def handlers(self) -> list[HTTPRouteHandler]:
         base = self.entry.base_path
         name = self.entry.label.replace("/", ":")
+        info: list[tuple[str, Callable[[], Any], bool]] = [  # (route, handler, blocking: run on a thread)
+            ("health", self._health(), False),
+            ("version", self._version(), False),
+            ("hardware/info", self._hardware_info(), True),
+            ("hardware/stats", self._hardware_stats(), True),
+        ]
         handlers = [
             get(
-                _paths(f"{base}/health"),
-                name=f"{name}:health",
+                _paths(f"{base}/{route}"),
+                name=f"{name}:{route.replace('/', '-')}",
                 opt={"statuses": INFO_STATUSES},
-                sync_to_thread=False,
-            )(self._health()),
-            get(
-                _paths(f"{base}/version"),
-                name=f"{name}:version",
-                opt={"statuses": INFO_STATUSES},
-                sync_to_thread=False,
-            )(self._version()),
-            get(
-                _paths(f"{base}/hardware/info"),
-                name=f"{name}:hardware-info",
-                opt={"statuses": INFO_STATUSES},
-                sync_to_thread=True,
-            )(self._hardware_info()),
-            get(
-                _paths(f"{base}/hardware/stats"),
-                name=f"{name}:hardware-stats",
-                opt={"statuses": INFO_STATUSES},
-                sync_to_thread=True,
-            )(self._hardware_stats()),
+                sync_to_thread=blocking,
+            )(handler)
+            for route, handler, blocking in info
         ]
         capability = self.entry.config.capability
-        if capability == "upscale":
-            handlers.append(
-                post(
-                    _paths(f"{base}/upscale"),
-                    name=f"{name}:upscale",
-                    status_code=200,
-                    opt={"statuses": CONTRACT_STATUSES},
-                )(self._upscale())
-            )
-        else:
-            handlers.append(
-                post(
-                    _paths(f"{base}/{capability}"),
-                    name=f"{name}:{capability}",
-                    status_code=200,
-                    opt={"statuses": BYOC_STATUSES},
-                )(self._byoc())
-            )
+        if capability == "upscale":  # go-livepeer's fixed pipeline: the contract's route and statuses
+            inference, statuses = self._upscale(), CONTRACT_STATUSES
+        else:  # a capability outside go-livepeer's list, reached through BYOC
+            inference, statuses = self._byoc(), BYOC_STATUSES
+        route = f"{base}/{capability}"
+        handlers.append(
+            post(_paths(route), name=f"{name}:{capability}", status_code=200, opt={"statuses": statuses})(inference)
+        )
         return handlers
 
     def _health(self) -> Callable[[], HealthCheck]:
@@ -302,6 +276,9 @@ def worker_routes(runtime: Runtime, metrics: Metrics, entries: list[EntryRoutes]
 
     @get(_paths("/metrics"), name="metrics", sync_to_thread=False)
     def prometheus() -> Response[bytes]:
+        for routes in entries:  # slot gauges are read from the limiters at scrape time, never stale
+            metrics.in_flight.labels(routes.model_label).set(routes.limiter.running)
+            metrics.queued.labels(routes.model_label).set(routes.limiter.waiting)
         return Response(content=metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return [health, version, hardware_info, hardware_stats, models, prometheus]
