@@ -58,6 +58,8 @@ class WorkerSettings(StrictStruct, frozen=True, kw_only=True):
     model_dir: str = "~/.cache/livepeer-appliance/models"
     catalog_dir: str | None = None
     intra_op_threads: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
+    # Added to the nice value of inference threads, so the HTTP event loop wins the CPU (0: same priority).
+    inference_niceness: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 16 * 1024 * 1024
     max_image_pixels: Annotated[int, msgspec.Meta(ge=64, le=1 << 28)] = 2048 * 2048
     log_level: Literal["debug", "info", "warning", "error"] = "info"

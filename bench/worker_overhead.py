@@ -229,6 +229,7 @@ def node_toml(models: Sequence[str], args: argparse.Namespace, listen: str) -> s
         f'listen = "{listen}"',
         f"model_dir = {json.dumps(str(args.model_dir))}",
         f"intra_op_threads = {args.intra_op_threads}",
+        f"inference_niceness = {args.inference_niceness}",
         f'log_level = "{args.log_level}"',
         "",
     ]
@@ -769,7 +770,7 @@ def print_report(report: Mapping[str, Any]) -> None:
     print(
         f"\nworker overhead benchmark: {m['cpu']}, {m['usable_cores']} cores, python {m['python']}, "
         f"onnxruntime {m['onnxruntime']} ({report['backend']}), "
-        f"intra_op_threads={report['intra_op_threads']}, "
+        f"intra_op_threads={report['intra_op_threads']}, inference_niceness={report['inference_niceness']}, "
         f"repeat={report['repeat']} (+{report['warmup']} warm-up), medians"
     )
     print(
@@ -920,6 +921,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0,
         help="onnxruntime intra-op threads, in process and in the server (0 = one per core)",
     )
+    parser.add_argument(
+        "--inference-niceness",
+        type=int,
+        default=10,
+        help="the server's worker.inference_niceness (0 = inference threads at the event loop's priority)",
+    )
     parser.add_argument("--cpu-only", action="store_true", help="never try GPU providers (both sides)")
     parser.add_argument("--capacity", type=int, default=1, help="server slots per model")
     parser.add_argument(
@@ -1006,6 +1013,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup,
         "pause_s": args.pause,
         "intra_op_threads": args.intra_op_threads,
+        "inference_niceness": args.inference_niceness,
         "capacity": args.capacity,
         "queue": args.queue,
         "throughput_size": args.throughput_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 
+from appliance.priority import lower_thread_priority
 from appliance.runtime import Runtime
 from appliance.server.auth import bearer_guard
 from appliance.server.errors import handle_error
@@ -44,7 +46,12 @@ def create_app(runtime: Runtime, *, token: str | None, load_in_background: bool 
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        loader = asyncio.create_task(asyncio.to_thread(_load_and_record, runtime, metrics))
+        # Sessions are created on a thread of their own at lowered priority: onnxruntime's pool threads
+        # inherit it (see priority.py). The shared default executor keeps normal priority.
+        niceness = runtime.node.worker.inference_niceness
+        loader_thread = ThreadPoolExecutor(1, "model-loader", lower_thread_priority, (niceness,))
+        loader = asyncio.get_running_loop().run_in_executor(loader_thread, _load_and_record, runtime, metrics)
+        loader_thread.shutdown(wait=False)  # the submitted load still runs; the thread ends after it
         if not load_in_background:
             await loader
         try:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from appliance.priority import lower_thread_priority
 from appliance.server.errors import InsufficientCapacity
 
 __all__ = ["CapacityLimiter", "Timing"]
@@ -28,9 +29,14 @@ class Timing:
 
 
 class CapacityLimiter:
-    def __init__(self, name: str, *, capacity: int, queue: int) -> None:
+    def __init__(self, name: str, *, capacity: int, queue: int, niceness: int = 0) -> None:
         self.capacity, self.queue = capacity, queue
-        self._executor = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix=f"infer-{name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=capacity,
+            thread_name_prefix=f"infer-{name}",
+            initializer=lower_thread_priority,
+            initargs=(niceness,),
+        )
         self._slots: asyncio.Semaphore | None = None
         self.admitted = 0  # running + waiting
         self.running = 0

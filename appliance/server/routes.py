@@ -92,7 +92,12 @@ class EntryRoutes:
     def __init__(self, entry: ServedEntry, runtime: Runtime, metrics: Metrics) -> None:
         self.entry, self.runtime, self.metrics = entry, runtime, metrics
         config = entry.config
-        self.limiter = CapacityLimiter(config.served_id, capacity=config.capacity, queue=config.queue)
+        self.limiter = CapacityLimiter(
+            config.served_id,
+            capacity=config.capacity,
+            queue=config.queue,
+            niceness=runtime.node.worker.inference_niceness,
+        )
         self.model_label = entry.label
 
     # --- the shared inference path -------------------------------------------------------------------------
