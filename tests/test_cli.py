@@ -85,3 +85,15 @@ def test_models_lists_the_catalog(tmp_path: Path, model_dir: Path) -> None:
     rows = {line.split()[0]: line.split()[1:5] for line in result.stdout.splitlines()[1:]}
     assert rows["u2netp"] == ["segmentation", "yes", "yes", "yes"]
     assert rows["depth-anything-v2-small"][:2] == ["depth", "no"]
+
+
+def test_missing_token_file_is_exit_2(tmp_path: Path, model_dir: Path) -> None:
+    node = write_node(
+        tmp_path / "n.toml",
+        model_dir=model_dir,
+        token_file=str(tmp_path / "absent"),
+        models=[{"model": "u2netp", "capability": "segmentation"}],
+    )
+    result = _run("serve", "--node", str(node))
+    assert result.returncode == 2
+    assert f"worker.token_file {tmp_path / 'absent'}: cannot read" in result.stderr

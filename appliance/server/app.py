@@ -20,6 +20,7 @@ from appliance.server.errors import handle_error
 from appliance.server.logging import RequestLogMiddleware
 from appliance.server.metrics import Metrics
 from appliance.server.routes import EntryRoutes, worker_routes
+from appliance.strict import ConfigError
 
 __all__ = ["create_app", "read_token"]
 
@@ -27,12 +28,22 @@ log = structlog.get_logger("appliance.server")
 
 
 def read_token(path: str | None) -> str | None:
-    """The bearer token from its file (trailing newline dropped); None when no file is configured."""
+    """The bearer token from its file (surrounding whitespace dropped); None when no file is configured.
+
+    Raises ConfigError when the file is unreadable or empty; warns when others than its owner may read it.
+    """
     if path is None:
         return None
-    token = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    token_path = Path(path).expanduser()
+    try:
+        token = token_path.read_text(encoding="utf-8").strip()
+        mode = token_path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"worker.token_file {token_path}: cannot read: {exc.strerror or exc}") from exc
     if not token:
-        raise ValueError(f"token file {path} is empty")
+        raise ConfigError(f"worker.token_file {token_path} is empty")
+    if mode & 0o077:
+        log.warning("token file is readable by others than its owner; chmod 600 it", path=str(token_path))
     return token
 
 
