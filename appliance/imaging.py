@@ -11,12 +11,12 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageError", "data_url", "decode_image", "encode_png", "resize_array"]
 
 # Formats an uploaded image may be in; anything else (PSD, EPS, ...) is refused before parsing.
-_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG covers cameras' MPO files too
 
 
 class ImageError(ValueError):
@@ -40,6 +40,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
                     f"of {max_pixels} pixels"
                 )
             image.load()
+            # A phone photo's pixels may be stored sideways with an EXIF note: use the image as it is shown.
+            image = ImageOps.exif_transpose(image)
     except ImageError:
         raise
     except UnidentifiedImageError:

@@ -1,0 +1,47 @@
+"""Decoding uploads: the modes and formats real clients send, turned into RGB/RGBA as they are displayed."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from appliance.imaging import ImageError, decode_image
+
+
+def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("description", "image", "fmt", "mode"),
+    [
+        ("greyscale PNG", Image.new("L", (8, 6), 128), "PNG", "RGB"),
+        ("16-bit greyscale PNG", Image.new("I;16", (8, 6), 40000), "PNG", "RGB"),
+        ("palette GIF", Image.new("P", (8, 6), 3), "GIF", "RGB"),
+        ("RGBA PNG keeps its alpha", Image.new("RGBA", (8, 6), (1, 2, 3, 4)), "PNG", "RGBA"),
+        ("CMYK JPEG", Image.new("CMYK", (8, 6), (0, 50, 100, 0)), "JPEG", "RGB"),
+        ("WebP", Image.new("RGB", (8, 6), (9, 9, 9)), "WEBP", "RGB"),
+        ("BMP", Image.new("RGB", (8, 6), (9, 9, 9)), "BMP", "RGB"),
+    ],
+)
+def test_modes_become_rgb_or_rgba(description: str, image: Image.Image, fmt: str, mode: str) -> None:
+    decoded = decode_image(_encode(image, fmt), max_pixels=1000)
+    assert decoded.mode == mode and decoded.size == (8, 6)
+
+
+def test_exif_orientation_is_applied() -> None:
+    """A phone's portrait photo stored as landscape pixels + EXIF orientation 6 (rotate 90° clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encode(Image.new("RGB", (40, 20), (200, 10, 10)), "JPEG", exif=exif)
+    assert decode_image(data, max_pixels=10_000).size == (20, 40)
+
+
+def test_unsupported_format_is_refused_before_parsing() -> None:
+    data = _encode(Image.new("RGB", (8, 6)), "PPM")
+    with pytest.raises(ImageError, match="not a decodable image"):
+        decode_image(data, max_pixels=1000)
