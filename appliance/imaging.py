@@ -53,6 +53,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt pixel data
         raise ImageError(f"the image is corrupt or truncated: {exc}") from None
+    except Exception as exc:  # Pillow's parsers raise many kinds (KeyError, struct.error, ...) on hostile bytes
+        raise ImageError(f"the image could not be decoded ({type(exc).__name__}: {exc})") from None
     if image.mode not in ("RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
     return image

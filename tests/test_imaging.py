@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import random
 
 import pytest
 from PIL import Image
 
 from appliance.imaging import ImageError, decode_image
+from tests.helpers import GRACE_HOPPER
 
 
 def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -45,3 +47,33 @@ def test_unsupported_format_is_refused_before_parsing() -> None:
     data = _encode(Image.new("RGB", (8, 6)), "PPM")
     with pytest.raises(ImageError, match="not a decodable image"):
         decode_image(data, max_pixels=1000)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "TIFF", "BMP"])
+def test_mutated_images_decode_or_fail_cleanly(fmt: str) -> None:
+    """Seeded byte flips, cuts and splices of real encodings: every outcome is an image or an ImageError."""
+    rng = random.Random(fmt)
+    photo = Image.open(GRACE_HOPPER).convert("RGB").resize((64, 75))
+    original = _encode(photo if fmt != "GIF" else photo.convert("P"), fmt)
+    outcomes = {"decoded": 0, "refused": 0}
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 8)):
+            match rng.randrange(3):
+                case 0:
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+                case 1:
+                    del data[rng.randrange(len(data)) :]
+                case _:
+                    at = rng.randrange(len(data))
+                    data[at:at] = rng.randbytes(rng.randint(1, 32))
+            if not data:
+                data = bytearray(b"\x00")
+        try:
+            image = decode_image(bytes(data), max_pixels=1 << 20)
+        except ImageError:
+            outcomes["refused"] += 1
+        else:
+            assert image.mode in ("RGB", "RGBA")
+            outcomes["decoded"] += 1
+    assert outcomes["refused"] > 0, outcomes
