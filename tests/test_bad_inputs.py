@@ -172,3 +172,24 @@ def test_bad_input_gets_clear_error_and_worker_keeps_serving(shared_client: Test
     good = _send(shared_client, Case("good", case.route, 200, "", {"prompt": "x"} if case.route == UPSCALE else {}))
     assert good.status_code == 200, good.text
     assert shared_client.get("/health").json() == {"status": "OK"}
+
+
+def test_non_utf8_text_part_is_a_400_and_not_logged(
+    shared_client: TestClient[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An image sent as a text part (no filename) with binary bytes: a clear 400, and the bytes stay out of logs."""
+    boundary = "lpatestboundary"
+    secret_bytes = b"\x89PNG\xff\xfe-payload-marker-" + bytes(range(128, 256))
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nx\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"\r\n\r\n'.encode()
+        + secret_bytes
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    capsys.readouterr()
+    response = shared_client.post(
+        UPSCALE, content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert response.status_code == 400
+    assert "not UTF-8" in response.json()["detail"]["msg"]
+    assert "payload-marker" not in "".join(capsys.readouterr())

@@ -156,6 +156,12 @@ def test_metrics_count_requests_and_time_inference(shared_client: TestClient[Any
     assert 'lpa_inference_seconds_count{model="upscale/waifu2x-upconv7"}' in text
     assert 'lpa_model_state{model="upscale/waifu2x-upconv7",state="OK"} 1.0' in text
     assert 'lpa_in_flight{model="upscale/waifu2x-upconv7"} 0.0' in text
+    body, content_type = golivepeer_multipart({"prompt": "x", "model_id": "other"}, "image", png_bytes(8, 8))
+    shared_client.post(f"{UPSCALE}/upscale", content=body, headers={"Content-Type": content_type})
+    shared_client.post(f"{UPSCALE}/upscale", content=b"{}", headers={"Content-Type": "application/json"})
+    text = shared_client.get("/metrics").text
+    assert 'lpa_errors_total{reason="bad_request",route="upscale:waifu2x-upconv7:upscale"}' in text
+    assert 'lpa_errors_total{reason="validation",route="upscale:waifu2x-upconv7:upscale"}' in text
     assert 'lpa_queued{model="segmentation/u2netp"} 0.0' in text
     assert 'lpa_model_backend{backend="onnxruntime-cpu",model="upscale/waifu2x-upconv7"} 1.0' in text
 

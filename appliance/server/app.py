@@ -81,7 +81,7 @@ def create_app(runtime: Runtime, *, token: str | None, load_in_background: bool 
         middleware=[DefineMiddleware(RequestLogMiddleware, metrics=metrics)],
         lifespan=[lifespan],
         request_max_body_size=runtime.node.worker.max_body_bytes,
-        state=State({"max_body_bytes": runtime.node.worker.max_body_bytes}),
+        state=State({"max_body_bytes": runtime.node.worker.max_body_bytes, "metrics": metrics}),
         openapi_config=None,
         logging_config=None,  # logs are structlog JSON lines (server/logging.py); leave stdlib logging alone
         debug=False,

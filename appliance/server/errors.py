@@ -26,6 +26,7 @@ __all__ = [
     "UnsupportedMediaType",
     "ValidationFailed",
     "handle_error",
+    "route_name",
     "route_statuses",
 ]
 
@@ -98,6 +99,17 @@ def route_statuses(request: Request[Any, Any, Any]) -> frozenset[int]:
     return frozenset(statuses) if statuses else _DEFAULT_STATUSES
 
 
+def route_name(scope: Any) -> str:
+    """The matched route's name (a bounded label set), not the raw path (unbounded)."""
+    handler = scope.get("route_handler")
+    name = getattr(handler, "name", None)
+    return str(name) if name else "unmatched"
+
+
+def _bounded(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
 def _narrow(status: int, allowed: frozenset[int]) -> int:
     if status in allowed:
         return status
@@ -125,8 +137,17 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
             status, body = exc.status_code, {"detail": {"msg": str(exc.detail)}}
             headers.update(exc.headers or {})
         case _:
-            log.error("unhandled error", error=repr(exc), traceback=traceback.format_exc())
+            # Type and a bounded message only: an exception's repr can carry the request's bytes.
+            log.error(
+                "unhandled error",
+                error=type(exc).__name__,
+                message=_bounded(str(exc)),
+                traceback=_bounded(traceback.format_exc(), 4000),
+            )
             status, body = 500, {"detail": {"msg": "internal error (logged with this request's id)"}}
     status = _narrow(status, route_statuses(request))
-    request.state.error_reason = exc.reason if isinstance(exc, RunnerError) else f"http_{status}"
+    metrics = request.app.state.get("metrics")
+    if metrics is not None:
+        reason = exc.reason if isinstance(exc, RunnerError) else f"http_{status}"
+        metrics.errors.labels(route_name(request.scope), reason).inc()
     return Response(content=body, status_code=status, media_type="application/json", headers=headers)

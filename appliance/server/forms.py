@@ -14,7 +14,7 @@ import msgspec
 from litestar import Request
 from litestar.datastructures import UploadFile
 
-from appliance.server.errors import UnsupportedMediaType, ValidationFailed
+from appliance.server.errors import BadRequest, UnsupportedMediaType, ValidationFailed
 
 __all__ = ["Upload", "decode_fields", "read_upload"]
 
@@ -35,8 +35,14 @@ async def read_upload(request: Request[Any, Any, Any], *, file_field: str, allow
     """The uploaded image and the text fields beside it; raises a RunnerError subclass on a bad request."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type == "multipart/form-data":
-        form = await request.form()
-        fields: dict[str, str] = {}
+        try:
+            form = await request.form()
+        except UnicodeDecodeError:  # Litestar decodes every part without a filename as text
+            raise BadRequest(
+                f"a text part of the form is not UTF-8; send {file_field!r} as a file part (with a filename)"
+            ) from None
+        # Options may also come as query parameters (as with a raw body); form fields win.
+        fields: dict[str, str] = dict(request.query_params) if allow_raw else {}
         image: bytes | None = None
         for key, value in form.multi_items():
             if key == file_field:

@@ -11,12 +11,12 @@ import re
 import sys
 import time
 import uuid
-from typing import Any
 
 import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from appliance.server.errors import route_name
 from appliance.server.metrics import Metrics
 
 __all__ = ["RequestLogMiddleware", "configure_logging"]
@@ -30,7 +30,8 @@ def configure_logging(level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
+            # Tracebacks as data, without local variables: a frame's locals can hold the request's bytes.
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
@@ -76,7 +77,7 @@ class RequestLogMiddleware:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                route = _route_of(scope)
+                route = route_name(scope)
                 self.metrics.requests.labels(route, str(status)).inc()
                 self.log.info(
                     "request",
@@ -85,10 +86,3 @@ class RequestLogMiddleware:
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
-
-
-def _route_of(scope: Scope) -> str:
-    """The matched route's name (bounded label set), not the raw path (unbounded)."""
-    handler: Any = scope.get("route_handler")
-    name = getattr(handler, "name", None)
-    return str(name) if name else "unmatched"

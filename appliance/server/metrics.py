@@ -14,7 +14,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("lpa_requests", "Requests answered", ["route", "status"], registry=r)
-        self.errors = Counter("lpa_errors", "Error answers by reason", ["model", "reason"], registry=r)
+        self.errors = Counter("lpa_errors", "Error answers by route and reason", ["route", "reason"], registry=r)
         self.queue_seconds = Histogram(
             "lpa_queue_seconds", "Time waiting for a slot", ["model"], buckets=_LATENCY_BUCKETS, registry=r
         )

@@ -132,11 +132,9 @@ class EntryRoutes:
             self.metrics.queue_seconds.labels(label).observe(timing.queued_s)
             self.metrics.inference_seconds.labels(label).observe(timing.inference_s)
             return png
-        except RunnerError as exc:
-            self.metrics.errors.labels(label, exc.reason).inc()
-            raise
+        except RunnerError:
+            raise  # counted by the error handler, with every other error answer
         except Exception as exc:  # a bug in a pipeline: answer 500 with a message, keep serving
-            self.metrics.errors.labels(label, "internal").inc()
             log.exception("inference crashed", model=label)
             raise InferenceFailed(f"model {entry.config.served_id!r} failed: {type(exc).__name__}") from exc
 
