@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from PIL import Image
@@ -29,26 +30,24 @@ def photo() -> Image.Image:
     return Image.open(GRACE_HOPPER).convert("RGB")
 
 
-# upconv_7 is purely convolutional: tiles with its border of context reproduce one whole pass exactly.
+# upconv_7 is purely convolutional: tiles with its border of context reproduce one whole pass (to rounding).
 # CUNet has squeeze-and-excitation blocks (a global average per tile), so tiles differ slightly by design.
 @pytest.mark.parametrize(
-    ("model", "max_error", "mean_error"), [("waifu2x-upconv7", 1e-4, 1e-5), ("waifu2x-cunet", 0.06, 0.003)]
+    ("model", "max_error", "mean_error"), [("waifu2x-upconv7", 1, 0.01), ("waifu2x-cunet", 16, 0.8)]
 )
 def test_tiled_upscale_matches_whole_image(
     model: str, max_error: float, mean_error: float, model_dir: Path, catalog_dir: Path
 ) -> None:
-    """Tiles meet without seams: the tiled result matches one pass over the whole image."""
+    """Tiles meet without seams: the tiled result matches one pass over the whole image (8-bit levels)."""
     pipeline = _pipeline(model, model_dir, catalog_dir)
     assert isinstance(pipeline, UpscalePipeline)
-    pixels = np.asarray(Image.open(io.BytesIO(png_bytes(75, 61))), dtype=np.float32).transpose(2, 0, 1)[None] / 255
-    whole = pipeline.upscale_array(pixels)
-    pipeline.params = type(pipeline.params)(
-        scale=2, tile=24, border=pipeline.params.border, multiple=pipeline.params.multiple
-    )
-    tiled = pipeline.upscale_array(pixels)
-    assert whole.shape == tiled.shape == (1, 3, 122, 150)
-    error = np.abs(whole - tiled)
-    assert float(error.max()) < max_error and float(error.mean()) < mean_error, (error.max(), error.mean())
+    rgb = np.asarray(Image.open(io.BytesIO(png_bytes(75, 61))).convert("RGB"))
+    whole = pipeline.upscale_pixels(rgb)
+    pipeline.params = msgspec.structs.replace(pipeline.params, tile=24)
+    tiled = pipeline.upscale_pixels(rgb)
+    assert whole.shape == tiled.shape == (122, 150, 3) and whole.dtype == np.uint8
+    error = np.abs(whole.astype(np.int16) - tiled.astype(np.int16))
+    assert int(error.max()) <= max_error and float(error.mean()) <= mean_error, (error.max(), error.mean())
 
 
 def test_upscale_keeps_alpha(model_dir: Path, catalog_dir: Path) -> None:

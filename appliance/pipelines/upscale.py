@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from appliance.catalog import UpscaleParams
-from appliance.pipelines.base import NoOptions, Pipeline, chw_to_image, image_to_chw
+from appliance.pipelines.base import NoOptions, Pipeline
 
 __all__ = ["UpscalePipeline"]
 
@@ -23,34 +23,32 @@ class UpscalePipeline(Pipeline[NoOptions, UpscaleParams]):
 
     def process(self, image: Image.Image, options: NoOptions) -> Image.Image:
         alpha = image.getchannel("A") if image.mode == "RGBA" else None
-        pixels = image_to_chw(image, scale=1 / 255)
-        upscaled = chw_to_image(self.upscale_array(pixels), scale=1 / 255)
+        upscaled = Image.fromarray(self.upscale_pixels(np.asarray(image.convert("RGB"))))
         if alpha is not None:  # the net sees RGB only; the alpha channel is resized alongside
             upscaled.putalpha(alpha.resize(upscaled.size, Image.Resampling.BICUBIC))
         return upscaled
 
-    def upscale_array(self, pixels: np.ndarray) -> np.ndarray:
-        """(1, 3, H, W) in 0..1 → (1, 3, sH, sW), tile by tile."""
-        scale, tile, border, multiple = (
-            self.params.scale,
-            self.params.tile,
-            self.params.border,
-            self.params.multiple,
-        )
-        _, channels, height, width = pixels.shape
-        padded = np.pad(pixels, ((0, 0), (0, 0), (border, border), (border, border)), mode="edge")
-        out = np.empty((1, channels, height * scale, width * scale), dtype=np.float32)
+    def upscale_pixels(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 → (sH, sW, 3) uint8, tile by tile.
+
+        Memory: the image, its border-padded copy and the output, all 8-bit, plus one tile in float32.
+        """
+        scale, tile, border, multiple = self.params.scale, self.params.tile, self.params.border, self.params.multiple
+        height, width, _ = rgb.shape
+        padded = np.pad(rgb, ((border, border), (border, border), (0, 0)), mode="edge")
+        out = np.empty((height * scale, width * scale, 3), dtype=np.uint8)
         for top in range(0, height, tile):
             for left in range(0, width, tile):
                 tile_h, tile_w = min(tile, height - top), min(tile, width - left)
-                window = padded[:, :, top : top + tile_h + 2 * border, left : left + tile_w + 2 * border]
+                window = padded[top : top + tile_h + 2 * border, left : left + tile_w + 2 * border]
                 # Round the window up to the net's multiple; the extra rows/columns are cropped afterwards.
-                extra_h = -window.shape[2] % multiple
-                extra_w = -window.shape[3] % multiple
+                extra_h, extra_w = -window.shape[0] % multiple, -window.shape[1] % multiple
                 if extra_h or extra_w:
-                    window = np.pad(window, ((0, 0), (0, 0), (0, extra_h), (0, extra_w)), mode="edge")
-                result = self.backend.run({self.input_name: np.ascontiguousarray(window)}, [self.output_name])[0]
-                out[:, :, top * scale : (top + tile_h) * scale, left * scale : (left + tile_w) * scale] = result[
-                    :, :, : tile_h * scale, : tile_w * scale
-                ]
+                    window = np.pad(window, ((0, extra_h), (0, extra_w), (0, 0)), mode="edge")
+                tensor = window.transpose(2, 0, 1)[np.newaxis].astype(np.float32) * np.float32(1 / 255)
+                result = self.backend.run({self.input_name: tensor}, [self.output_name])[0]
+                crop = result[0, :, : tile_h * scale, : tile_w * scale].transpose(1, 2, 0)
+                out[top * scale : (top + tile_h) * scale, left * scale : (left + tile_w) * scale] = np.rint(
+                    np.clip(crop * 255, 0, 255)
+                )
         return out

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
@@ -102,8 +103,11 @@ class EntryRoutes:
 
     # --- the shared inference path -------------------------------------------------------------------------
 
-    async def infer(self, upload: Upload, option_fields: dict[str, str]) -> bytes:
-        """Decode, run and encode in a slot of this model; raises a RunnerError for every failure.
+    async def infer(self, upload: Upload, option_fields: dict[str, str], respond: Callable[[bytes], bytes]) -> bytes:
+        """Decode, run, encode the PNG and ``respond(png)`` (the response body) in a slot of this model.
+
+        Everything heavy, the response's base64 and JSON included, runs on the model's thread, never on the
+        event loop. Raises a RunnerError for every failure.
 
         ``option_fields`` are the request's text fields meant for the pipeline (422 when it does not take them).
         """
@@ -123,15 +127,16 @@ class EntryRoutes:
                 except ImageError as exc:
                     raise BadRequest(str(exc)) from None
                 try:
-                    return encode_png(pipeline.process(image, options))
+                    png = encode_png(pipeline.process(image, options))
                 except BackendError as exc:
                     raise InferenceFailed(f"model {entry.config.served_id!r}: {exc}") from None
+                return respond(png)
 
             timing = Timing()
-            png = await self.limiter.run(work, timing)
+            body = await self.limiter.run(work, timing)
             self.metrics.queue_seconds.labels(label).observe(timing.queued_s)
             self.metrics.inference_seconds.labels(label).observe(timing.inference_s)
-            return png
+            return body
         except RunnerError:
             raise  # counted by the error handler, with every other error answer
         except Exception as exc:  # a bug in a pipeline: answer 500 with a message, keep serving
@@ -212,28 +217,34 @@ class EntryRoutes:
         return hardware_stats
 
     def _upscale(self) -> Callable[[Request[Any, Any, Any]], Any]:
-        async def upscale(request: Request[Any, Any, Any]) -> ImageResponse:
+        async def upscale(request: Request[Any, Any, Any]) -> Response[bytes]:
             upload = await read_upload(request, file_field="image", allow_raw=False)
             form = decode_fields(upload.fields, UpscaleForm)
             self.check_model_id(form.model_id)
-            png = await self.infer(upload, {})  # the contract's prompt and steps mean nothing to a 2× net
             seed = form.seed if form.seed is not None else secrets.randbelow(2**32)
-            return ImageResponse(images=[Media(url=data_url(png), seed=seed, nsfw=False)])
+            # The contract's prompt and steps mean nothing to a 2× net: no options reach the pipeline.
+            body = await self.infer(upload, {}, lambda png: _image_response(png, seed))
+            return Response(content=body, media_type="application/json", status_code=200)
 
         return upscale
 
     def _byoc(self) -> Callable[[Request[Any, Any, Any]], Any]:
-        async def run_capability(request: Request[Any, Any, Any]) -> Response[Any]:
+        async def run_capability(request: Request[Any, Any, Any]) -> Response[bytes]:
             upload = await read_upload(request, file_field="image", allow_raw=True)
             fields = dict(upload.fields)
             self.check_model_id(fields.pop("model_id", ""))
-            png = await self.infer(upload, fields)
             if request.accept.best_match(["application/json", "image/png"]) == "image/png":
+                png = await self.infer(upload, fields, lambda png: png)
                 return Response(content=png, media_type="image/png", status_code=200)
-            body = ImageResponse(images=[Media(url=data_url(png), seed=0, nsfw=False)])
+            body = await self.infer(upload, fields, lambda png: _image_response(png, 0))
             return Response(content=body, media_type="application/json", status_code=200)
 
         return run_capability
+
+
+def _image_response(png: bytes, seed: int) -> bytes:
+    """The contract's ImageResponse with the PNG as a data URL, as JSON bytes."""
+    return msgspec.json.encode(ImageResponse(images=[Media(url=data_url(png), seed=seed, nsfw=False)]))
 
 
 def worker_routes(runtime: Runtime, metrics: Metrics, entries: list[EntryRoutes]) -> list[HTTPRouteHandler]:
