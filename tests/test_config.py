@@ -56,6 +56,7 @@ def test_defaults_are_safe() -> None:
         ),
         ("listen port out of range", '[worker]\nlisten = "0.0.0.0:70000"\n' + MINIMAL, "outside 1..65535"),
         ("model_id with a space", MINIMAL + 'model_id = "a b"\n', "at `$.models[0].model_id`"),
+        ("model_id with a '..' segment", MINIMAL + 'model_id = "a/.."\n', "at `$.models[0].model_id`"),
         ("same model_id twice", MINIMAL + MINIMAL, "served twice"),
         ("not TOML", "[[models]\n", "not valid TOML"),
         (

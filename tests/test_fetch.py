@@ -22,6 +22,7 @@ import pytest
 from appliance.catalog import load_catalog
 from appliance.fetch import FetchError, fetch_models
 from appliance.modelstore import ModelFileError, ModelStore
+from appliance.strict import ConfigError
 
 MODEL = b"\x08\x08" + bytes(range(256)) * 64  # the bytes stand for an .onnx file; only the hash matters here
 MODEL_SHA = hashlib.sha256(MODEL).hexdigest()
@@ -41,6 +42,7 @@ class Files:
     def __init__(self) -> None:
         self.routes: dict[str, bytes] = {}
         self.truncate: set[str] = set()
+        self.redirects: dict[str, str] = {}
         self.hits: dict[str, int] = {}
 
 
@@ -48,6 +50,12 @@ def _handler(files: Files) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             files.hits[self.path] = files.hits.get(self.path, 0) + 1
+            if self.path in files.redirects:
+                self.send_response(302)
+                self.send_header("Location", files.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = files.routes.get(self.path)
             if body is None:
                 self.send_error(404)
@@ -254,3 +262,54 @@ def test_corrupted_installed_file_is_refused_at_use(tmp_path: Path) -> None:
     store.path_for(catalog.get("local")).write_bytes(MODEL[:-1])
     with pytest.raises(ModelFileError, match="corrupted or replaced"):
         store.verified_path(catalog.get("local"))
+
+
+def test_download_larger_than_promised_is_cut(servers: tuple[Files, str, str], tmp_path: Path) -> None:
+    files, _, https = servers
+    files.routes["/model.onnx"] = MODEL * 4
+    _manifest(tmp_path, "web", f'kind = "https"\nurl = "{https}/model.onnx"\n', MODEL_SHA)
+    text = (tmp_path / "web.toml").read_text().replace("[source]", f"size_bytes = {len(MODEL)}\n[source]")
+    (tmp_path / "web.toml").write_text(text)
+    with pytest.raises(FetchError, match=f"larger than the {len(MODEL)} bytes"):
+        fetch_models(load_catalog(tmp_path), ["web"], ModelStore(tmp_path / "m"), progress=False)
+    assert not (tmp_path / "m" / "web.onnx").exists() and _leftovers(tmp_path) == []
+
+
+def test_redirect_from_https_to_http_is_refused(servers: tuple[Files, str, str], tmp_path: Path) -> None:
+    files, http, https = servers
+    files.routes["/model.onnx"] = MODEL
+    files.redirects["/moved.onnx"] = f"{http}/model.onnx"
+    _manifest(tmp_path, "web", f'kind = "https"\nurl = "{https}/moved.onnx"', MODEL_SHA)
+    with pytest.raises(FetchError, match="refusing a redirect"):
+        fetch_models(load_catalog(tmp_path), ["web"], ModelStore(tmp_path / "m"), progress=False)
+    files.redirects["/moved.onnx"] = f"{https}/model.onnx"  # an https hop is followed
+    result = fetch_models(load_catalog(tmp_path), ["web"], ModelStore(tmp_path / "m"), progress=False)
+    assert result[0].outcome == "fetched"
+
+
+def test_index_that_is_not_json_is_a_fetch_error(servers: tuple[Files, str, str], tmp_path: Path) -> None:
+    files, http, _ = servers
+    files.routes["/simple/demo/"] = b"<html>not the JSON API</html>"
+    _manifest(
+        tmp_path,
+        "demo",
+        'kind = "pypi"\npackage = "demo"\nversion = "1.0"\n'
+        'dist = "demo-1.0-py3-none-any.whl"\nmember = "demo/model.onnx"',
+        MODEL_SHA,
+    )
+    with pytest.raises(FetchError, match="did not answer a JSON simple index"):
+        fetch_models(
+            load_catalog(tmp_path), ["demo"], ModelStore(tmp_path / "m"), index_url=f"{http}/simple", progress=False
+        )
+
+
+@pytest.mark.parametrize("dist", ["../../evil.whl", "/var/evil.whl", "sub/evil.whl"])
+def test_dist_must_be_a_plain_file_name(tmp_path: Path, dist: str) -> None:
+    _manifest(
+        tmp_path,
+        "demo",
+        f'kind = "pypi"\npackage = "demo"\nversion = "1.0"\ndist = "{dist}"\nmember = "demo/model.onnx"',
+        MODEL_SHA,
+    )
+    with pytest.raises(ConfigError, match=r"at `\$\.source\.dist`"):
+        load_catalog(tmp_path)
