@@ -41,7 +41,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
                 )
             image.load()
             # A phone photo's pixels may be stored sideways with an EXIF note: use the image as it is shown.
-            image = ImageOps.exif_transpose(image)
+            image = _as_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -55,9 +55,27 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise ImageError(f"the image is corrupt or truncated: {exc}") from None
     except Exception as exc:  # Pillow's parsers raise many kinds (KeyError, struct.error, ...) on hostile bytes
         raise ImageError(f"the image could not be decoded ({type(exc).__name__}: {exc})") from None
-    if image.mode not in ("RGB", "RGBA"):
-        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
     return image
+
+
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _as_rgb(image: Image.Image) -> Image.Image:
+    """Any mode → RGB, or RGBA where the image has transparency; high bit depths scaled, not clipped."""
+    if image.mode in ("RGB", "RGBA"):
+        return image
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit integer or float grey
+        values = np.asarray(image, dtype=np.float64)
+        peak = float(values.max(initial=0.0))
+        if image.mode == "F":
+            full_scale = 1.0 if peak <= 1.0 else 255.0
+        else:
+            full_scale = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
+        grey = np.rint(np.clip(values * (255.0 / full_scale), 0, 255)).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    has_alpha = image.mode in _ALPHA_MODES or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
 
 
 def encode_png(image: Image.Image) -> bytes:

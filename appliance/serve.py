@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+import structlog
 import uvicorn
 
 from appliance.catalog import Catalog
@@ -12,12 +15,24 @@ from appliance.server.logging import configure_logging
 
 __all__ = ["serve"]
 
+log = structlog.get_logger("appliance.serve")
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
 
 def serve(node: Node, catalog: Catalog, *, listen: tuple[str, int], allow_gpu: bool) -> int:
     configure_logging(node.worker.log_level)
     runtime = Runtime(node, catalog, allow_gpu=allow_gpu)
-    app = create_app(runtime, token=read_token(node.worker.token_file))
+    token = read_token(node.worker.token_file)
+    app = create_app(runtime, token=token)
     host, port = listen
+    if token is None and not _is_loopback(host):
+        log.warning(
+            "listening beyond loopback without a bearer token: anyone who can reach it can use it",
+            listen=f"{host}:{port}",
+        )
     uvicorn.run(
         app,
         host=host,

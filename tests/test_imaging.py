@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -33,6 +34,24 @@ def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
 def test_modes_become_rgb_or_rgba(description: str, image: Image.Image, fmt: str, mode: str) -> None:
     decoded = decode_image(_encode(image, fmt), max_pixels=1000)
     assert decoded.mode == mode and decoded.size == (8, 6)
+
+
+@pytest.mark.parametrize(
+    ("description", "image", "expected"),
+    [
+        ("16-bit grey is scaled, not clipped", Image.fromarray(np.full((4, 4), 32896, np.uint16)), 128),
+        ("8-bit values in a 32-bit image stay", Image.new("I", (4, 4), 100), 100),
+        ("float 0..1 is scaled", Image.fromarray(np.full((4, 4), 0.5, np.float32)), 128),
+    ],
+)
+def test_high_bit_depth_keeps_its_tones(description: str, image: Image.Image, expected: int) -> None:
+    decoded = decode_image(_encode(image, "TIFF"), max_pixels=1000)
+    assert decoded.mode == "RGB" and decoded.getpixel((1, 1)) == (expected, expected, expected)
+
+
+def test_lab_has_no_alpha() -> None:
+    decoded = decode_image(_encode(Image.new("LAB", (4, 4), (50, 128, 128)), "TIFF"), max_pixels=1000)
+    assert decoded.mode == "RGB"
 
 
 def test_exif_orientation_is_applied() -> None:

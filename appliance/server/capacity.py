@@ -69,7 +69,11 @@ class CapacityLimiter:
             self.admitted -= 1
             slots.release()
 
-        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        except RuntimeError:  # the executor is shut down: the worker is stopping
+            release(None)
+            raise InsufficientCapacity("the worker is shutting down") from None
         future.add_done_callback(release)
         return await asyncio.shield(future)
 
