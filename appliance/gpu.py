@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GpuInfo", "GpuProbe", "GpuStats", "gpu_stats", "probe_gpus"]
+__all__ = ["GpuDevice", "GpuProbe", "probe_gpus"]
 
 
 @dataclass(frozen=True)
-class GpuInfo:
+class GpuDevice:
     index: int
     uuid: str
     name: str
@@ -16,22 +16,13 @@ class GpuInfo:
     minor: int
     memory_total: int
     memory_free: int
-
-
-@dataclass(frozen=True)
-class GpuStats:
-    index: int
-    uuid: str
-    name: str
-    memory_total: int
-    memory_free: int
-    utilization_compute: int
+    utilization_compute: int  # percent over NVML's last sample period
     utilization_memory: int
 
 
 @dataclass(frozen=True)
 class GpuProbe:
-    gpus: tuple[GpuInfo, ...]
+    gpus: tuple[GpuDevice, ...]
     driver_version: str | None
     cuda_driver_version: int | None
     problem: str | None  # why there are no GPUs, when there are none
@@ -42,6 +33,7 @@ def _text(value: bytes | str) -> str:
 
 
 def probe_gpus() -> GpuProbe:
+    """Every GPU NVML sees, with its live memory and utilisation; an empty probe with the reason when none."""
     import pynvml  # noqa: PLC0415 (imported here so the module loads where the library is absent)
 
     try:
@@ -54,8 +46,9 @@ def probe_gpus() -> GpuProbe:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
             gpus.append(
-                GpuInfo(
+                GpuDevice(
                     index=index,
                     uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
                     name=_text(pynvml.nvmlDeviceGetName(handle)),
@@ -63,6 +56,8 @@ def probe_gpus() -> GpuProbe:
                     minor=minor,
                     memory_total=int(memory.total),
                     memory_free=int(memory.free),
+                    utilization_compute=int(rates.gpu),
+                    utilization_memory=int(rates.memory),
                 )
             )
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
@@ -70,37 +65,5 @@ def probe_gpus() -> GpuProbe:
         return GpuProbe(tuple(gpus), driver, cuda, None if gpus else "NVML found no GPU")
     except pynvml.NVMLError as exc:
         return GpuProbe((), None, None, f"NVML query failed: {exc}")
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def gpu_stats() -> list[GpuStats]:
-    """Live memory and utilisation per GPU; an empty list where there is no GPU."""
-    import pynvml  # noqa: PLC0415
-
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return []
-    try:
-        stats = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
-            stats.append(
-                GpuStats(
-                    index=index,
-                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-                    name=_text(pynvml.nvmlDeviceGetName(handle)),
-                    memory_total=int(memory.total),
-                    memory_free=int(memory.free),
-                    utilization_compute=int(rates.gpu),
-                    utilization_memory=int(rates.memory),
-                )
-            )
-        return stats
-    except pynvml.NVMLError:
-        return []
     finally:
         pynvml.nvmlShutdown()

@@ -20,16 +20,11 @@ from appliance.config import Node, ServedModel
 from appliance.modelstore import ModelFileError, ModelStore
 from appliance.pipelines import Pipeline, create_pipeline
 
-__all__ = ["ModelState", "Runtime", "ServedEntry", "base_path"]
+__all__ = ["ModelState", "Runtime", "ServedEntry"]
 
 ModelState = Literal["LOADING", "OK", "ERROR"]
 
 log = structlog.get_logger("appliance.runtime")
-
-
-def base_path(entry: ServedModel) -> str:
-    """Each (capability, model) has its own URL prefix; go-livepeer's ``url`` for the entry points here."""
-    return f"/m/{entry.capability}/{entry.served_id}"
 
 
 @dataclass
@@ -45,7 +40,8 @@ class ServedEntry:
 
     @property
     def base_path(self) -> str:
-        return base_path(self.config)
+        """Each (capability, model) has its own URL prefix; go-livepeer's ``url`` for the entry points here."""
+        return f"/m/{self.config.capability}/{self.config.served_id}"
 
     @property
     def label(self) -> str:

@@ -19,9 +19,9 @@ from litestar.handlers import HTTPRouteHandler
 
 from appliance import __version__
 from appliance.backends import BackendError
-from appliance.gpu import gpu_stats, probe_gpus
+from appliance.gpu import probe_gpus
 from appliance.imaging import ImageError, data_url, decode_image, encode_png
-from appliance.runtime import Runtime, ServedEntry
+from appliance.runtime import ModelState, Runtime, ServedEntry
 from appliance.server.capacity import CapacityLimiter, Timing
 from appliance.server.errors import (
     BadRequest,
@@ -59,32 +59,61 @@ def _paths(path: str) -> list[str]:
     return [path, path + "/"]
 
 
-def gpu_info() -> dict[str, GPUComputeInfo]:
-    return {
-        str(g.index): GPUComputeInfo(
-            id=g.uuid,
-            name=g.name,
-            memory_total=g.memory_total,
-            memory_free=g.memory_free,
-            major=g.major,
-            minor=g.minor,
-        )
-        for g in probe_gpus().gpus
-    }
+def info_handlers(
+    prefix: str, name: str, *, pipeline: str, model_id: str, status: Callable[[], ModelState]
+) -> list[HTTPRouteHandler]:
+    """``/health``, ``/version``, ``/hardware/info``, ``/hardware/stats`` under ``prefix`` (an entry's base path,
+    or "" for the worker as a whole)."""
 
+    def health() -> HealthCheck:
+        return HealthCheck(status=status())
 
-def gpu_utilisation() -> dict[str, GPUUtilizationInfo]:
-    return {
-        str(s.index): GPUUtilizationInfo(
-            id=s.uuid,
-            name=s.name,
-            memory_total=s.memory_total,
-            memory_free=s.memory_free,
-            utilization_compute=s.utilization_compute,
-            utilization_memory=s.utilization_memory,
-        )
-        for s in gpu_stats()
-    }
+    def version() -> Version:
+        return Version(pipeline=pipeline, model_id=model_id, version=__version__)
+
+    def hardware_info() -> HardwareInformation:
+        gpus = {
+            str(g.index): GPUComputeInfo(
+                id=g.uuid,
+                name=g.name,
+                memory_total=g.memory_total,
+                memory_free=g.memory_free,
+                major=g.major,
+                minor=g.minor,
+            )
+            for g in probe_gpus().gpus
+        }
+        return HardwareInformation(pipeline=pipeline, model_id=model_id, gpu_info=gpus)
+
+    def hardware_stats() -> HardwareStats:
+        gpus = {
+            str(g.index): GPUUtilizationInfo(
+                id=g.uuid,
+                name=g.name,
+                memory_total=g.memory_total,
+                memory_free=g.memory_free,
+                utilization_compute=g.utilization_compute,
+                utilization_memory=g.utilization_memory,
+            )
+            for g in probe_gpus().gpus
+        }
+        return HardwareStats(pipeline=pipeline, model_id=model_id, gpu_stats=gpus)
+
+    routes: list[tuple[str, Callable[[], Any], bool]] = [  # (route, handler, blocking: run it on a thread)
+        ("health", health, False),
+        ("version", version, False),
+        ("hardware/info", hardware_info, True),  # NVML calls block
+        ("hardware/stats", hardware_stats, True),
+    ]
+    return [
+        get(
+            _paths(f"{prefix}/{route}"),
+            name=f"{name}{route.replace('/', '-')}",
+            opt={"statuses": INFO_STATUSES},
+            sync_to_thread=blocking,
+        )(handler)
+        for route, handler, blocking in routes
+    ]
 
 
 class EntryRoutes:
@@ -152,69 +181,22 @@ class EntryRoutes:
     # --- handlers --------------------------------------------------------------------------------------------
 
     def handlers(self) -> list[HTTPRouteHandler]:
-        base = self.entry.base_path
+        base, config = self.entry.base_path, self.entry.config
         name = self.entry.label.replace("/", ":")
-        info: list[tuple[str, Callable[[], Any], bool]] = [  # (route, handler, blocking: run on a thread)
-            ("health", self._health(), False),
-            ("version", self._version(), False),
-            ("hardware/info", self._hardware_info(), True),
-            ("hardware/stats", self._hardware_stats(), True),
-        ]
-        handlers = [
-            get(
-                _paths(f"{base}/{route}"),
-                name=f"{name}:{route.replace('/', '-')}",
-                opt={"statuses": INFO_STATUSES},
-                sync_to_thread=blocking,
-            )(handler)
-            for route, handler, blocking in info
-        ]
-        capability = self.entry.config.capability
-        if capability == "upscale":  # go-livepeer's fixed pipeline: the contract's route and statuses
+        handlers = info_handlers(
+            base, f"{name}:", pipeline=config.capability, model_id=config.served_id, status=lambda: self.entry.state
+        )
+        if config.capability == "upscale":  # go-livepeer's fixed pipeline: the contract's route and statuses
             inference, statuses = self._upscale(), CONTRACT_STATUSES
         else:  # a capability outside go-livepeer's list, reached through BYOC
             inference, statuses = self._byoc(), BYOC_STATUSES
-        route = f"{base}/{capability}"
+        route = f"{base}/{config.capability}"
         handlers.append(
-            post(_paths(route), name=f"{name}:{capability}", status_code=200, opt={"statuses": statuses})(inference)
+            post(_paths(route), name=f"{name}:{config.capability}", status_code=200, opt={"statuses": statuses})(
+                inference
+            )
         )
         return handlers
-
-    def _health(self) -> Callable[[], HealthCheck]:
-        def health() -> HealthCheck:
-            return HealthCheck(status=self.entry.state)
-
-        return health
-
-    def _version(self) -> Callable[[], Version]:
-        def version() -> Version:
-            return Version(
-                pipeline=self.entry.config.capability,
-                model_id=self.entry.config.served_id,
-                version=__version__,
-            )
-
-        return version
-
-    def _hardware_info(self) -> Callable[[], HardwareInformation]:
-        def hardware_info() -> HardwareInformation:
-            return HardwareInformation(
-                pipeline=self.entry.config.capability,
-                model_id=self.entry.config.served_id,
-                gpu_info=gpu_info(),
-            )
-
-        return hardware_info
-
-    def _hardware_stats(self) -> Callable[[], HardwareStats]:
-        def hardware_stats() -> HardwareStats:
-            return HardwareStats(
-                pipeline=self.entry.config.capability,
-                model_id=self.entry.config.served_id,
-                gpu_stats=gpu_utilisation(),
-            )
-
-        return hardware_stats
 
     def _upscale(self) -> Callable[[Request[Any, Any, Any]], Any]:
         async def upscale(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -250,22 +232,6 @@ def _image_response(png: bytes, seed: int) -> bytes:
 def worker_routes(runtime: Runtime, metrics: Metrics, entries: list[EntryRoutes]) -> list[HTTPRouteHandler]:
     """Worker-wide routes: aggregate ``/health``, ``/version``, ``/hardware/*``, ``/models``, ``/metrics``."""
 
-    @get(_paths("/health"), name="health", opt={"statuses": INFO_STATUSES}, sync_to_thread=False)
-    def health() -> HealthCheck:
-        return HealthCheck(status=runtime.state)
-
-    @get(_paths("/version"), name="version", opt={"statuses": INFO_STATUSES}, sync_to_thread=False)
-    def version() -> Version:
-        return Version(pipeline="", model_id="", version=__version__)
-
-    @get(_paths("/hardware/info"), name="hardware-info", opt={"statuses": INFO_STATUSES}, sync_to_thread=True)
-    def hardware_info() -> HardwareInformation:
-        return HardwareInformation(pipeline="", model_id="", gpu_info=gpu_info())
-
-    @get(_paths("/hardware/stats"), name="hardware-stats", opt={"statuses": INFO_STATUSES}, sync_to_thread=True)
-    def hardware_stats() -> HardwareStats:
-        return HardwareStats(pipeline="", model_id="", gpu_stats=gpu_utilisation())
-
     @get(_paths("/models"), name="models", sync_to_thread=False)
     def models() -> list[ModelStatus]:
         return [
@@ -295,4 +261,5 @@ def worker_routes(runtime: Runtime, metrics: Metrics, entries: list[EntryRoutes]
             metrics.queued.labels(routes.model_label).set(routes.limiter.waiting)
         return Response(content=metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    return [health, version, hardware_info, hardware_stats, models, prometheus]
+    aggregate = info_handlers("", "", pipeline="", model_id="", status=lambda: runtime.state)
+    return [*aggregate, models, prometheus]
