@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from appliance.catalog import Capability
+from appliance.livepeer.settings import OrchestratorSettings, PricingRule
 from appliance.strict import ConfigError, StrictStruct, decode_toml_file, decode_toml_text
 
 __all__ = [
@@ -93,6 +94,8 @@ class ServedModel(StrictStruct, frozen=True, kw_only=True):
 class Node(StrictStruct, frozen=True, kw_only=True):
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     models: Annotated[list[ServedModel], msgspec.Meta(min_length=1)]
+    orchestrator: OrchestratorSettings = msgspec.field(default_factory=OrchestratorSettings)
+    pricing: list[PricingRule] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         seen: set[tuple[str, str]] = set()
@@ -101,6 +104,18 @@ class Node(StrictStruct, frozen=True, kw_only=True):
             if key in seen:
                 raise ValueError(f"model_id {entry.served_id!r} is served twice for {entry.capability!r}")
             seen.add(key)
+        rules: set[tuple[str, str | None]] = set()
+        for rule in self.pricing:
+            if (rule.capability, rule.model_id) in rules:
+                raise ValueError(f"two pricing rules for {rule.capability!r} model {rule.model_id or '(all)'}")
+            rules.add((rule.capability, rule.model_id))
+            if rule.model_id is not None and (rule.capability, rule.model_id) not in seen:
+                raise ValueError(f"pricing names model_id {rule.model_id!r}, not served for {rule.capability!r}")
+
+    def price_for(self, entry: ServedModel) -> PricingRule | None:
+        """The model's own rule, else its capability's, else None."""
+        by_key = {(r.capability, r.model_id): r for r in self.pricing}
+        return by_key.get((entry.capability, entry.served_id)) or by_key.get((entry.capability, None))
 
 
 def load_node(path: Path) -> Node:

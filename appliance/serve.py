@@ -10,7 +10,8 @@ import uvicorn
 from appliance.catalog import Catalog
 from appliance.config import Node
 from appliance.runtime import Runtime
-from appliance.server.app import create_app, read_token
+from appliance.secrets import read_secret_file
+from appliance.server.app import create_app
 from appliance.server.logging import configure_logging
 
 __all__ = ["serve"]
@@ -25,7 +26,7 @@ def _is_loopback(host: str) -> bool:
 def serve(node: Node, catalog: Catalog, *, listen: tuple[str, int], allow_gpu: bool) -> int:
     configure_logging(node.worker.log_level)
     runtime = Runtime(node, catalog, allow_gpu=allow_gpu)
-    token = read_token(node.worker.token_file)
+    token = read_secret_file(node.worker.token_file, what="worker.token_file")
     app = create_app(runtime, token=token)
     host, port = listen
     if token is None and not _is_loopback(host):

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import structlog
 from litestar import Litestar
@@ -20,31 +19,10 @@ from appliance.server.errors import handle_error
 from appliance.server.logging import RequestLogMiddleware
 from appliance.server.metrics import Metrics
 from appliance.server.routes import EntryRoutes, worker_routes
-from appliance.strict import ConfigError
 
-__all__ = ["create_app", "read_token"]
+__all__ = ["create_app"]
 
 log = structlog.get_logger("appliance.server")
-
-
-def read_token(path: str | None) -> str | None:
-    """The bearer token from its file (surrounding whitespace dropped); None when no file is configured.
-
-    Raises ConfigError when the file is unreadable or empty; warns when others than its owner may read it.
-    """
-    if path is None:
-        return None
-    token_path = Path(path).expanduser()
-    try:
-        token = token_path.read_text(encoding="utf-8").strip()
-        mode = token_path.stat().st_mode
-    except OSError as exc:
-        raise ConfigError(f"worker.token_file {token_path}: cannot read: {exc.strerror or exc}") from exc
-    if not token:
-        raise ConfigError(f"worker.token_file {token_path} is empty")
-    if mode & 0o077:
-        log.warning("token file is readable by others than its owner; chmod 600 it", path=str(token_path))
-    return token
 
 
 def create_app(runtime: Runtime, *, token: str | None, load_in_background: bool = True) -> Litestar:
