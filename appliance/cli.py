@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_node_flag(models)
 
+    render = commands.add_parser(
+        "render",
+        help="render go-livepeer's aiModels.json, -config file, unit environment and BYOC list",
+        description="Render everything go-livepeer reads from the node file, exactly (prices as exact "
+        "rationals), refusing what it would panic on. Files are written atomically; those holding the "
+        "worker's token are 0600.",
+    )
+    _add_node_flag(render)
+    render.add_argument("--out", metavar="DIR", help="output folder (default: the node file's orchestrator.config_dir)")
+    render.add_argument(
+        "--check", action="store_true", help="write nothing; show a diff and exit 1 when any file would change"
+    )
+
     doctor = commands.add_parser(
         "doctor",
         help="check this host: Python, onnxruntime providers, GPUs, models",
@@ -88,39 +101,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args: argparse.Namespace, node: Node) -> int:
+    """Dispatch to the command's module, imported late so `lpa --help` stays fast."""
+    match args.command:
+        case "serve":
+            from appliance.serve import serve  # noqa: PLC0415
+
+            listen = parse_listen(args.listen or node.worker.listen)
+            return serve(node, _catalog_for(node), listen=listen, allow_gpu=not args.cpu_only)
+        case "fetch-models":
+            from appliance.commands import fetch_command  # noqa: PLC0415
+
+            return fetch_command(
+                node,
+                _catalog_for(node),
+                args.models,
+                trust_on_first_use=args.trust_on_first_use,
+                index_url=args.index_url,
+                progress=not args.no_progress,
+            )
+        case "models":
+            from appliance.commands import models_command  # noqa: PLC0415
+
+            return models_command(node, _catalog_for(node))
+        case "render":
+            from appliance.livepeer.command import render_command  # noqa: PLC0415
+
+            out = Path(args.out or node.orchestrator.config_dir).expanduser()
+            return render_command(node, out_dir=out, source=str(_node_path(args.node)), check=args.check)
+        case _:
+            from appliance.doctor import doctor_command  # noqa: PLC0415
+
+            return doctor_command(node, _catalog_for(node))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        node = load_node(_node_path(args.node))
-        match args.command:
-            case "serve":
-                from appliance.serve import serve  # noqa: PLC0415 (keeps `lpa --help` fast)
-
-                listen = parse_listen(args.listen or node.worker.listen)
-                return serve(node, _catalog_for(node), listen=listen, allow_gpu=not args.cpu_only)
-            case "fetch-models":
-                from appliance.commands import fetch_command  # noqa: PLC0415
-
-                return fetch_command(
-                    node,
-                    _catalog_for(node),
-                    args.models,
-                    trust_on_first_use=args.trust_on_first_use,
-                    index_url=args.index_url,
-                    progress=not args.no_progress,
-                )
-            case "models":
-                from appliance.commands import models_command  # noqa: PLC0415
-
-                return models_command(node, _catalog_for(node))
-            case "doctor":
-                from appliance.doctor import doctor_command  # noqa: PLC0415
-
-                return doctor_command(node, _catalog_for(node))
+        return _run(args, load_node(_node_path(args.node)))
     except (ConfigError, ValueError) as exc:
         print(f"lpa: error: {exc}", file=sys.stderr)
         return 2
-    return 0  # pragma: no cover (argparse rejects unknown commands)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,16 @@ from appliance.config import Node, ServedModel
 from appliance.modelstore import ModelFileError, ModelStore
 from appliance.pipelines import Pipeline, create_pipeline
 
-__all__ = ["ModelState", "Runtime", "ServedEntry"]
+__all__ = ["ModelState", "Runtime", "ServedEntry", "entry_base_path"]
 
 ModelState = Literal["LOADING", "OK", "ERROR"]
 
 log = structlog.get_logger("appliance.runtime")
+
+
+def entry_base_path(entry: ServedModel) -> str:
+    """Each (capability, model) has its own URL prefix; go-livepeer's ``url`` for the entry points here."""
+    return f"/m/{entry.capability}/{entry.served_id}"
 
 
 @dataclass
@@ -40,8 +45,7 @@ class ServedEntry:
 
     @property
     def base_path(self) -> str:
-        """Each (capability, model) has its own URL prefix; go-livepeer's ``url`` for the entry points here."""
-        return f"/m/{self.config.capability}/{self.config.served_id}"
+        return entry_base_path(self.config)
 
     @property
     def label(self) -> str:

@@ -26,10 +26,20 @@ __all__ = [
 ]
 
 # go-livepeer panics at start-up on a pipeline outside this list.
-GO_LIVEPEER_PIPELINES = frozenset({
-    "text-to-image", "image-to-image", "image-to-video", "upscale", "audio-to-text", "segment-anything-2", "llm",
-    "image-to-text", "text-to-speech", "live-video-to-video",
-})
+GO_LIVEPEER_PIPELINES = frozenset(
+    {
+        "text-to-image",
+        "image-to-image",
+        "image-to-video",
+        "upscale",
+        "audio-to-text",
+        "segment-anything-2",
+        "llm",
+        "image-to-text",
+        "text-to-speech",
+        "live-video-to-video",
+    }
+)
 LIVE_UNITS_PER_SECOND = 1280 * 720 * 30
 _PIXEL_PIPELINES = frozenset({"text-to-image", "image-to-image", "upscale", "segment-anything-2", "image-to-text"})
 _WEI_PER_ETH = 10**18
@@ -83,8 +93,10 @@ def _units(pipeline: str, rule: PricingRule) -> int:
             return pixels
         case ("live-video-to-video", "second"):
             return LIVE_UNITS_PER_SECOND
-    raise PriceError(f"{pipeline!r} is not billed per {rule.unit}; go-livepeer bills it in its own units "
-                     "(LIVEPEER.md §4): choose frame (with width and height), request, or second as it allows")
+    raise PriceError(
+        f"{pipeline!r} is not billed per {rule.unit}; go-livepeer bills it in its own units "
+        "(LIVEPEER.md §4): choose frame (with width and height), request, or second as it allows"
+    )
 
 
 def contract_price(pipeline: str, rule: PricingRule, amount: str | None = None) -> ContractPrice:
@@ -97,8 +109,10 @@ def contract_price(pipeline: str, rule: PricingRule, amount: str | None = None) 
 
 def byoc_price(rule: PricingRule, amount: str | None = None) -> ByocPrice:
     if rule.unit != "second":
-        raise PriceError(f"{rule.capability!r} is reached through BYOC, which bills per second of compute: "
-                         f"state its price with unit = \"second\", not {rule.unit!r}")
+        raise PriceError(
+            f"{rule.capability!r} is reached through BYOC, which bills per second of compute: "
+            f'state its price with unit = "second", not {rule.unit!r}'
+        )
     value, currency = _in_currency(amount or rule.price, rule.currency)
     return ByocPrice(price_per_unit=value.numerator, price_scaling=value.denominator, currency=currency)
 

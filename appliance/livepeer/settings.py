@@ -89,7 +89,10 @@ class OrchestratorSettings(StrictStruct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if self.network != "offchain":
-            missing = [name for name in ("service_addr", "eth_url", "eth_acct_addr", "eth_password_file")
-                       if getattr(self, name) is None]
+            missing = [
+                name
+                for name in ("service_addr", "eth_url", "eth_acct_addr", "eth_password_file")
+                if getattr(self, name) is None
+            ]
             if missing:
                 raise ValueError(f"network {self.network!r} needs {', '.join(missing)}")
