@@ -27,7 +27,12 @@ def serve(node: Node, catalog: Catalog, *, listen: tuple[str, int], allow_gpu: b
     configure_logging(node.worker.log_level)
     runtime = Runtime(node, catalog, allow_gpu=allow_gpu)
     token = read_secret_file(node.worker.token_file, what="worker.token_file")
-    app = create_app(runtime, token=token)
+    orch_secret = (  # read only where the worker registers BYOC capabilities itself
+        read_secret_file(node.orchestrator.orch_secret_file, what="orchestrator.orch_secret_file")
+        if node.orchestrator.byoc_url
+        else None
+    )
+    app = create_app(runtime, token=token, orch_secret=orch_secret)
     host, port = listen
     if token is None and not _is_loopback(host):
         log.warning(

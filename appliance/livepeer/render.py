@@ -19,13 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Node, ServedModel, parse_listen
-from appliance.livepeer.prices import (
-    GO_LIVEPEER_PIPELINES,
-    PriceError,
-    byoc_price,
-    contract_price,
-    decimal_text,
-)
+from appliance.livepeer.byoc import registration
+from appliance.livepeer.prices import GO_LIVEPEER_PIPELINES, PriceError, contract_price, decimal_text
 from appliance.runtime import entry_base_path
 from appliance.secrets import read_secret_file
 
@@ -117,26 +112,11 @@ def _contract_entries(
         }
 
 
-def _byoc_name(node: Node, entry: ServedModel) -> str:
-    """The capability's name, or capability-model when several models serve one capability."""
-    shared = sum(1 for other in node.models if other.capability == entry.capability) > 1
-    return f"{entry.capability}-{entry.served_id.replace('/', '-')}" if shared else entry.capability
-
-
-def _byoc_entry(node: Node, entry: ServedModel, url: str, token: str | None) -> dict[str, Any]:
-    rule = node.price_for(entry)
-    price = byoc_price(rule) if rule else None
-    _refuse_zero_on_chain(node, entry, price.price_per_unit if price else None)
-    return {
-        "name": _byoc_name(node, entry),
-        "description": f"{entry.capability} with {entry.served_id} (livepeer-appliance)",
-        "url": url,
-        "capacity": entry.capacity,
-        "price_per_unit": price.price_per_unit if price else 0,
-        "price_scaling": price.price_scaling if price else 1,
-        "currency": price.currency if price else "wei",
-        **({"token": token} if token else {}),
-    }
+def _byoc_entry(node: Node, entry: ServedModel, base_url: str, token: str | None) -> dict[str, Any]:
+    body = registration(node, entry, base_url, token)
+    if body["price_per_unit"] == 0:
+        _refuse_zero_on_chain(node, entry, None)
+    return body
 
 
 def _check_ai_models(entries: list[dict[str, Any]]) -> None:
@@ -200,7 +180,7 @@ def render(node: Node, *, out_dir: Path, source: str) -> Rendered:
                 }
                 ai_models.extend(_contract_entries(node, entry, base, warnings))
             else:
-                byoc.append(_byoc_entry(node, entry, url, token))
+                byoc.append(_byoc_entry(node, entry, base_url, token))
     except PriceError as exc:
         raise RenderError(str(exc)) from exc
     _check_ai_models(ai_models)

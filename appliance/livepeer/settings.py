@@ -85,9 +85,17 @@ class OrchestratorSettings(StrictStruct, frozen=True, kw_only=True):
     # provisioning makes this (empty) image exist locally.
     runner_image: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._/:-]*$")] = "livepeer-appliance/external:1"
     config_dir: str = "/etc/livepeer-appliance"
+    # Where the worker registers BYOC capabilities (the orchestrator's service address; go-livepeer serves it
+    # over TLS with a self-signed certificate, hence no verification by default). Unset: no registration.
+    byoc_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^/\s]+$")] | None = None
+    byoc_verify_tls: bool = False
+    # Re-register this often: an orchestrator drops a capability on a connection error and forgets it on restart.
+    byoc_interval_seconds: Annotated[float, msgspec.Meta(ge=0.2, le=3600)] = 30.0
     extra_flags: dict[FlagName, FlagValue] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.byoc_url is not None and self.orch_secret_file is None:
+            raise ValueError("byoc_url needs orch_secret_file: registrations are authenticated with the orchSecret")
         if self.network != "offchain":
             missing = [
                 name

@@ -12,6 +12,9 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 
+from appliance.config import ServedModel
+from appliance.livepeer.byoc import ByocRegistrar
+from appliance.livepeer.render import PIPELINE_OF, worker_url
 from appliance.priority import lower_thread_priority
 from appliance.runtime import Runtime
 from appliance.server.auth import bearer_guard
@@ -25,7 +28,33 @@ __all__ = ["create_app"]
 log = structlog.get_logger("appliance.server")
 
 
-def create_app(runtime: Runtime, *, token: str | None, load_in_background: bool = True) -> Litestar:
+def _byoc_registrar(
+    runtime: Runtime, entries: list[EntryRoutes], token: str | None, orch_secret: str | None
+) -> ByocRegistrar | None:
+    """The registrar for the node's capabilities outside go-livepeer's list, where registration is configured."""
+    node = runtime.node
+    byoc = [e for e in entries if e.entry.config.capability not in PIPELINE_OF]
+    if node.orchestrator.byoc_url is None or orch_secret is None or not byoc:
+        return None
+    limiters = {id(e.entry.config): e.limiter for e in byoc}
+
+    def load(config: ServedModel) -> float:
+        limiter = limiters[id(config)]
+        return limiter.running / limiter.capacity
+
+    return ByocRegistrar(
+        node,
+        [e.entry.config for e in byoc],
+        worker_url=worker_url(node),
+        token=token,
+        orch_secret=orch_secret,
+        load=load,
+    )
+
+
+def create_app(
+    runtime: Runtime, *, token: str | None, orch_secret: str | None = None, load_in_background: bool = True
+) -> Litestar:
     """The worker app. Models load in a background thread at start-up; ``/health`` says LOADING meanwhile."""
     metrics = Metrics()
     for entry in runtime.entries:
@@ -43,9 +72,15 @@ def create_app(runtime: Runtime, *, token: str | None, load_in_background: bool 
         loader_thread.shutdown(wait=False)  # the submitted load still runs; the thread ends after it
         if not load_in_background:
             await loader
+        registrar = _byoc_registrar(runtime, entries, token, orch_secret)
+        registering = asyncio.create_task(_register_when_loaded(loader, runtime, registrar)) if registrar else None
         try:
             yield
         finally:
+            if registering is not None and registrar is not None:
+                registering.cancel()
+                await asyncio.gather(registering, return_exceptions=True)
+                await registrar.unregister_all()
             if not loader.done():  # a loading thread cannot be interrupted: let it finish before closing
                 await asyncio.shield(loader)
             for entry in entries:
@@ -64,6 +99,14 @@ def create_app(runtime: Runtime, *, token: str | None, load_in_background: bool 
         logging_config=None,  # logs are structlog JSON lines (server/logging.py); leave stdlib logging alone
         debug=False,
     )
+
+
+async def _register_when_loaded(loader: asyncio.Future[None], runtime: Runtime, registrar: ByocRegistrar) -> None:
+    """Register only models that loaded: a capability in ERROR must not attract jobs."""
+    await loader
+    ready = {id(e.config) for e in runtime.entries if e.state == "OK"}
+    registrar.entries = [config for config in registrar.entries if id(config) in ready]
+    await registrar.run()
 
 
 def _load_and_record(runtime: Runtime, metrics: Metrics) -> None:
