@@ -1,0 +1,100 @@
+"""The BYOC registrar against the orchestrator double: surge prices, retries, the orchSecret."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from appliance.config import ServedModel, load_node_text
+from appliance.livepeer.byoc import ByocRegistrar
+from tests.doubles.orchestrator import Orchestrator
+
+NODE = """
+[[models]]
+model = "ppocr-v4-det"
+capability = "depth"
+capacity = 4
+[orchestrator]
+orch_secret_file = "/unused/in/this/test"
+byoc_url = "URL"
+byoc_interval_seconds = 60
+[[pricing]]
+capability = "depth"
+unit = "second"
+price = "0.001"
+currency = "USD"
+surge = { threshold = 0.75, multiplier = "1.5" }
+"""
+
+
+@pytest.fixture
+def orchestrator() -> Iterator[Orchestrator]:
+    double = Orchestrator([], orch_secret="s3cret")
+    double.serve()
+    yield double
+    double.close()
+
+
+async def _until(condition: object, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():  # type: ignore[operator]
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def test_surge_price_follows_load_both_ways(orchestrator: Orchestrator) -> None:
+    node = load_node_text(NODE.replace("URL", orchestrator.url), source="t")
+    load = {"busy": 0.0}
+
+    def busy_fraction(_: ServedModel) -> float:
+        return load["busy"]
+
+    async def scenario() -> None:
+        registrar = ByocRegistrar(
+            node,
+            list(node.models),
+            worker_url="http://127.0.0.1:9",
+            token="t",
+            orch_secret="s3cret",
+            load=busy_fraction,
+        )
+        task = asyncio.create_task(registrar.run())
+        try:
+            await _until(lambda: "depth" in orchestrator.registrations)
+            assert orchestrator.registrations["depth"]["price_scaling"] == 1000
+            load["busy"] = 0.75  # 3 of 4 slots: at the threshold, the surge price is registered at once
+            await _until(lambda: orchestrator.registrations["depth"]["price_per_unit"] == 3)
+            assert orchestrator.registrations["depth"]["price_scaling"] == 2000  # 0.001 × 1.5 = 3/2000
+            load["busy"] = 0.25
+            await _until(lambda: orchestrator.registrations["depth"]["price_per_unit"] == 1)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await registrar.unregister_all()
+        assert orchestrator.unregistered == ["depth"]
+
+    asyncio.run(scenario())
+
+
+def test_wrong_secret_is_refused_and_retried(orchestrator: Orchestrator) -> None:
+    node = load_node_text(NODE.replace("URL", orchestrator.url), source="t")
+
+    async def scenario() -> None:
+        registrar = ByocRegistrar(
+            node,
+            list(node.models),
+            worker_url="http://127.0.0.1:9",
+            token=None,
+            orch_secret="wrong",
+            load=lambda _: 0.0,
+        )
+        assert await registrar.register(node.models[0]) is False
+        assert orchestrator.registrations == {}
+        await registrar.client.aclose()
+
+    asyncio.run(scenario())
