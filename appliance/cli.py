@@ -92,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="write nothing; show a diff and exit 1 when any file would change"
     )
 
+    check = commands.add_parser(
+        "check-gateway",
+        help="compare what a gateway sees of this orchestrator with the rendered config",
+        description="Read GATEWAY/getNetworkCapabilities, find this orchestrator (by orchestrator.eth_acct_addr or "
+        "https://orchestrator.service_addr) and print, side by side with the node file's rendering, the "
+        "capabilities, models, capacities and prices the network sees. Exit 1 on a mismatch.",
+    )
+    _add_node_flag(check)
+    check.add_argument("gateway", metavar="URL", help="the gateway's CLI/HTTP base URL")
+    check.add_argument("--address", help="this orchestrator's address (default: orchestrator.eth_acct_addr)")
+    check.add_argument("--service-uri", help="its service URI (default: https://orchestrator.service_addr)")
+
     doctor = commands.add_parser(
         "doctor",
         help="check this host: Python, onnxruntime providers, GPUs, models",
@@ -129,6 +141,10 @@ def _run(args: argparse.Namespace, node: Node) -> int:
 
             out = Path(args.out or node.orchestrator.config_dir).expanduser()
             return render_command(node, out_dir=out, source=str(_node_path(args.node)), check=args.check)
+        case "check-gateway":
+            from appliance.livepeer.command import check_gateway_command  # noqa: PLC0415
+
+            return check_gateway_command(node, args.gateway, address=args.address, service_uri=args.service_uri)
         case _:
             from appliance.doctor import doctor_command  # noqa: PLC0415
 
