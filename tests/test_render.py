@@ -141,6 +141,16 @@ CONVERSIONS = [
         1280 * 720,
         "wei",
     ),
+    (
+        "audio-to-text per second of audio (billed per ms)",
+        "audio-to-text",
+        _rule("second", "0.0002", "USD"),
+        "0.0002",
+        1000,
+        "USD",
+    ),
+    ("llm per token", "llm", _rule("token", "0.000001", "USD"), "0.000001", 1, "USD"),
+    ("text-to-speech per character", "text-to-speech", _rule("character", "300", "wei"), "300", 1000, "wei"),
     ("ETH is converted to wei exactly", "upscale", _rule("frame", "0.000000000000000001", "ETH", 1, 1), "1", 1, "wei"),
     (
         "ETH fractions stay exact",
@@ -169,8 +179,9 @@ def test_contract_price_conversion(
         ("upscale", _rule("second", "1"), "not billed per second"),
         ("live-video-to-video", _rule("request", "1", width=8, height=8), "not billed per request"),
         ("llm", _rule("request", "1", width=8, height=8), "not billed per request"),
-        ("audio-to-text", _rule("second", "1"), "not billed per second"),
+        ("audio-to-text", _rule("token", "1"), "not billed per token"),
         ("text-to-speech", _rule("frame", "1", width=8, height=8), "not billed per frame"),
+        ("upscale", _rule("character", "1"), "not billed per character"),
         ("depth", _rule("frame", "1", width=8, height=8), "not one of go-livepeer's pipelines"),
     ],
 )

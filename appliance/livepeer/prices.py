@@ -81,22 +81,29 @@ def _in_currency(amount: str, currency: str) -> tuple[Fraction, str]:
     return value, currency
 
 
+# (pipeline, unit) → (pixel factor, fixed units): one such unit is factor × width × height + fixed billing units.
+_UNITS: dict[tuple[str, str], tuple[int, int]] = {
+    **{(p, u): (1, 0) for p in _PIXEL_PIPELINES for u in ("frame", "request")},
+    ("image-to-video", "request"): (25, 0),  # billed as 25 frames of the output size
+    ("image-to-video", "frame"): (1, 0),
+    ("live-video-to-video", "frame"): (1, 0),
+    ("live-video-to-video", "second"): (0, LIVE_UNITS_PER_SECOND),
+    ("audio-to-text", "second"): (0, 1000),  # billed per millisecond of audio
+    ("llm", "token"): (0, 1),  # billed per max_tokens
+    ("text-to-speech", "character"): (0, 1000),  # billed as 1000 units per character
+}
+
+
 def _units(pipeline: str, rule: PricingRule) -> int:
     """How many of the pipeline's billing units one ``rule.unit`` is."""
-    pixels = (rule.width or 0) * (rule.height or 0)
-    match pipeline, rule.unit:
-        case (p, "frame" | "request") if p in _PIXEL_PIPELINES:
-            return pixels
-        case ("image-to-video", "request"):
-            return pixels * 25  # go-livepeer bills image-to-video as 25 frames of the output size
-        case ("image-to-video" | "live-video-to-video", "frame"):
-            return pixels
-        case ("live-video-to-video", "second"):
-            return LIVE_UNITS_PER_SECOND
-    raise PriceError(
-        f"{pipeline!r} is not billed per {rule.unit}; go-livepeer bills it in its own units "
-        "(LIVEPEER.md §4): choose frame (with width and height), request, or second as it allows"
-    )
+    try:
+        factor, fixed = _UNITS[(pipeline, rule.unit)]
+    except KeyError:
+        raise PriceError(
+            f"{pipeline!r} is not billed per {rule.unit}; go-livepeer bills it in its own units "
+            "(LIVEPEER.md §4): choose the unit it allows"
+        ) from None
+    return factor * (rule.width or 0) * (rule.height or 0) + fixed
 
 
 def contract_price(pipeline: str, rule: PricingRule, amount: str | None = None) -> ContractPrice:

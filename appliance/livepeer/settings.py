@@ -20,7 +20,7 @@ __all__ = ["DecimalText", "Network", "OrchestratorSettings", "PriceUnit", "Prici
 DecimalText = Annotated[str, msgspec.Meta(pattern=r"^(0|[1-9][0-9]*)(\.[0-9]+)?$", max_length=40)]
 EthAddress = Annotated[str, msgspec.Meta(pattern=r"^0x[0-9a-fA-F]{40}$")]
 Network = Literal["offchain", "arbitrum-one-mainnet"]
-PriceUnit = Literal["request", "frame", "second"]
+PriceUnit = Literal["request", "frame", "second", "token", "character"]
 # go-livepeer flag names are camelCase words; values are single tokens on a `name value` config line.
 FlagName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9]*$")]
 FlagValue = Annotated[str, msgspec.Meta(pattern=r"^[^\s#]*$")]
@@ -46,7 +46,8 @@ class PricingRule(StrictStruct, frozen=True, kw_only=True):
     """A price for a capability, or for one of its models (a model's rule wins over its capability's).
 
     ``unit``: ``frame`` (one image of ``width`` × ``height`` pixels), ``request`` (one request, for images of
-    ``width`` × ``height``), or ``second`` (of live video, or of compute for capabilities reached through BYOC).
+    ``width`` × ``height``), ``second`` (of live video or audio, or of compute for capabilities reached through
+    BYOC), ``token`` (llm) or ``character`` (text-to-speech).
     """
 
     capability: Capability
@@ -64,8 +65,8 @@ class PricingRule(StrictStruct, frozen=True, kw_only=True):
         sized = self.width is not None and self.height is not None
         if self.unit in ("frame", "request") and not sized:
             raise ValueError(f"a price per {self.unit} needs the image size it is for: set width and height")
-        if self.unit == "second" and (self.width is not None or self.height is not None):
-            raise ValueError("a price per second takes no width or height")
+        if self.unit not in ("frame", "request") and (self.width is not None or self.height is not None):
+            raise ValueError(f"a price per {self.unit} takes no width or height")
 
 
 class OrchestratorSettings(StrictStruct, frozen=True, kw_only=True):
