@@ -18,6 +18,7 @@ from appliance.livepeer.prices import LIVE_UNITS_PER_SECOND, PriceError, byoc_pr
 from appliance.livepeer.render import RenderError, _check_ai_models, render
 from appliance.livepeer.settings import PricingRule
 from appliance.strict import ConfigError
+from tests.doubles.orchestrator import PIPELINES
 
 # go-livepeer's AIModelConfig (core/ai.go) as the JSON it unmarshals: prices must be JSON numbers (big.Rat reads
 # the raw token), pixels_per_unit a positive integer, url with a scheme.
@@ -27,20 +28,7 @@ AI_MODEL_CONFIG = {
         "type": "object",
         "required": ["pipeline", "model_id"],
         "properties": {
-            "pipeline": {
-                "enum": [
-                    "text-to-image",
-                    "image-to-image",
-                    "image-to-video",
-                    "upscale",
-                    "audio-to-text",
-                    "segment-anything-2",
-                    "llm",
-                    "image-to-text",
-                    "text-to-speech",
-                    "live-video-to-video",
-                ]
-            },
+            "pipeline": {"enum": sorted(PIPELINES)},
             "model_id": {"type": "string", "minLength": 1},
             "url": {"type": "string", "pattern": "^https?://"},
             "token": {"type": "string"},

@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+# Restated from LIVEPEER.md on purpose, not imported from the appliance: a double that shared the code under
+# test could not catch its mistakes.
 PIPELINES = frozenset(
     {
         "text-to-image",
