@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from typing import Any
 
 import httpx
@@ -19,7 +18,6 @@ import structlog
 
 from appliance.config import Node, ServedModel
 from appliance.livepeer.prices import byoc_price
-from appliance.livepeer.settings import exact
 from appliance.runtime import entry_base_path
 
 __all__ = ["ByocRegistrar", "byoc_name", "registration"]
@@ -40,10 +38,7 @@ def registration(
 ) -> dict[str, Any]:
     """The ``/capability/register`` body of ``entry`` (its surge price when ``surging``)."""
     rule = node.price_for(entry)
-    price = byoc_price(rule) if rule else None
-    if price is not None and surging and rule is not None and rule.surge is not None:
-        surged = Fraction(price.price_per_unit, price.price_scaling) * exact(rule.surge.multiplier)
-        price = type(price)(surged.numerator, surged.denominator, price.currency)
+    price = byoc_price(rule, surging=surging) if rule else None
     return {
         "name": byoc_name(node, entry),
         "description": f"{entry.capability} with {entry.served_id} (livepeer-appliance)",

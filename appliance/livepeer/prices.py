@@ -114,13 +114,16 @@ def contract_price(pipeline: str, rule: PricingRule, amount: str | None = None) 
     return ContractPrice(price_per_unit=value, pixels_per_unit=_units(pipeline, rule), currency=currency)
 
 
-def byoc_price(rule: PricingRule, amount: str | None = None) -> ByocPrice:
+def byoc_price(rule: PricingRule, amount: str | None = None, *, surging: bool = False) -> ByocPrice:
+    """The BYOC price of ``rule`` (or of ``amount``), times its surge multiplier when ``surging``."""
     if rule.unit != "second":
         raise PriceError(
             f"{rule.capability!r} is reached through BYOC, which bills per second of compute: "
             f'state its price with unit = "second", not {rule.unit!r}'
         )
     value, currency = _in_currency(amount or rule.price, rule.currency)
+    if surging and rule.surge is not None:
+        value *= exact(rule.surge.multiplier)
     return ByocPrice(price_per_unit=value.numerator, price_scaling=value.denominator, currency=currency)
 
 
