@@ -93,10 +93,10 @@ def _contract_entries(
         _refuse_zero_on_chain(node, entry, None)
         yield base
         return
-    price = contract_price(pipeline, rule)
-    _refuse_zero_on_chain(node, entry, price.price_per_unit)
     for gateway, amount in [(None, rule.price), *sorted(rule.gateways.items())]:
         priced = contract_price(pipeline, rule, amount)
+        if gateway is None:  # a per-gateway price may be zero (a node's own gateway); the default may not
+            _refuse_zero_on_chain(node, entry, priced.price_per_unit)
         if priced.price_per_unit > 0 and priced.wei_per_unit_in_discovery == 0:
             warnings.append(
                 f"{pipeline} {entry.served_id!r}{' for gateway ' + gateway if gateway else ''}: "
