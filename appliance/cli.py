@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from appliance import __version__
@@ -104,6 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--address", help="this orchestrator's address (default: orchestrator.eth_acct_addr)")
     check.add_argument("--service-uri", help="its service URI (default: https://orchestrator.service_addr)")
 
+    engines = commands.add_parser(
+        "engines", help="TensorRT engines for this host's GPUs", description="TensorRT engines: what this host needs."
+    )
+    engine_commands = engines.add_subparsers(dest="engines_command", required=True, metavar="ACTION")
+    plan = engine_commands.add_parser(
+        "plan",
+        help="print the engines this host needs",
+        description="One engine per served model × distinct GPU model found (or named with --gpu): precision, "
+        "shape profiles, optimisation and compatibility level, from the node file and the manifests.",
+    )
+    _add_node_flag(plan)
+    plan.add_argument(
+        "--gpu",
+        action="append",
+        default=[],
+        metavar="'NAME:MAJOR.MINOR'",
+        help="plan for this GPU instead of the ones found (repeatable), e.g. 'NVIDIA L4:8.9'",
+    )
+
     doctor = commands.add_parser(
         "doctor",
         help="check this host: Python, onnxruntime providers, GPUs, models",
@@ -113,48 +132,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace, node: Node) -> int:
-    """Dispatch to the command's module, imported late so `lpa --help` stays fast."""
-    match args.command:
-        case "serve":
-            from appliance.serve import serve  # noqa: PLC0415
+# Each command imports its module late, so `lpa --help` stays fast.
 
-            listen = parse_listen(args.listen or node.worker.listen)
-            return serve(node, _catalog_for(node), listen=listen, allow_gpu=not args.cpu_only)
-        case "fetch-models":
-            from appliance.commands import fetch_command  # noqa: PLC0415
 
-            return fetch_command(
-                node,
-                _catalog_for(node),
-                args.models,
-                trust_on_first_use=args.trust_on_first_use,
-                index_url=args.index_url,
-                progress=not args.no_progress,
-            )
-        case "models":
-            from appliance.commands import models_command  # noqa: PLC0415
+def _serve(args: argparse.Namespace, node: Node) -> int:
+    from appliance.serve import serve  # noqa: PLC0415
 
-            return models_command(node, _catalog_for(node))
-        case "render":
-            from appliance.livepeer.command import render_command  # noqa: PLC0415
+    listen = parse_listen(args.listen or node.worker.listen)
+    return serve(node, _catalog_for(node), listen=listen, allow_gpu=not args.cpu_only)
 
-            out = Path(args.out or node.orchestrator.config_dir).expanduser()
-            return render_command(node, out_dir=out, source=str(_node_path(args.node)), check=args.check)
-        case "check-gateway":
-            from appliance.livepeer.command import check_gateway_command  # noqa: PLC0415
 
-            return check_gateway_command(node, args.gateway, address=args.address, service_uri=args.service_uri)
-        case _:
-            from appliance.doctor import doctor_command  # noqa: PLC0415
+def _fetch_models(args: argparse.Namespace, node: Node) -> int:
+    from appliance.commands import fetch_command  # noqa: PLC0415
 
-            return doctor_command(node, _catalog_for(node))
+    return fetch_command(
+        node,
+        _catalog_for(node),
+        args.models,
+        trust_on_first_use=args.trust_on_first_use,
+        index_url=args.index_url,
+        progress=not args.no_progress,
+    )
+
+
+def _models(args: argparse.Namespace, node: Node) -> int:
+    from appliance.commands import models_command  # noqa: PLC0415
+
+    return models_command(node, _catalog_for(node))
+
+
+def _render(args: argparse.Namespace, node: Node) -> int:
+    from appliance.livepeer.command import render_command  # noqa: PLC0415
+
+    out = Path(args.out or node.orchestrator.config_dir).expanduser()
+    return render_command(node, out_dir=out, source=str(_node_path(args.node)), check=args.check)
+
+
+def _check_gateway(args: argparse.Namespace, node: Node) -> int:
+    from appliance.livepeer.command import check_gateway_command  # noqa: PLC0415
+
+    return check_gateway_command(node, args.gateway, address=args.address, service_uri=args.service_uri)
+
+
+def _engines(args: argparse.Namespace, node: Node) -> int:
+    from appliance.engines.command import plan_command  # noqa: PLC0415
+
+    return plan_command(node, _catalog_for(node), args.gpu)
+
+
+def _doctor(args: argparse.Namespace, node: Node) -> int:
+    from appliance.doctor import doctor_command  # noqa: PLC0415
+
+    return doctor_command(node, _catalog_for(node))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
+    "serve": _serve,
+    "fetch-models": _fetch_models,
+    "models": _models,
+    "render": _render,
+    "check-gateway": _check_gateway,
+    "engines": _engines,
+    "doctor": _doctor,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run(args, load_node(_node_path(args.node)))
+        return COMMANDS[args.command](args, load_node(_node_path(args.node)))
     except (ConfigError, ValueError) as exc:
         print(f"lpa: error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from appliance.catalog import Capability
+from appliance.engines.settings import EngineSettings
 from appliance.livepeer.settings import OrchestratorSettings, PricingRule
 from appliance.strict import ConfigError, StrictStruct, decode_toml_file, decode_toml_text
 
@@ -95,6 +96,7 @@ class Node(StrictStruct, frozen=True, kw_only=True):
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     models: Annotated[list[ServedModel], msgspec.Meta(min_length=1)]
     orchestrator: OrchestratorSettings = msgspec.field(default_factory=OrchestratorSettings)
+    engines: EngineSettings = msgspec.field(default_factory=EngineSettings)
     pricing: list[PricingRule] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:

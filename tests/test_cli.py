@@ -17,7 +17,20 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*LPA, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["fetch-models"], ["models"], ["doctor"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["serve"],
+        ["fetch-models"],
+        ["models"],
+        ["render"],
+        ["check-gateway"],
+        ["engines"],
+        ["engines", "plan"],
+        ["doctor"],
+    ],
+)
 def test_help_everywhere(command: list[str]) -> None:
     result = _run(*command, "--help")
     assert result.returncode == 0 and result.stdout.startswith("usage: lpa")
