@@ -108,20 +108,29 @@ def build_parser() -> argparse.ArgumentParser:
         "engines", help="TensorRT engines for this host's GPUs", description="TensorRT engines: what this host needs."
     )
     engine_commands = engines.add_subparsers(dest="engines_command", required=True, metavar="ACTION")
-    plan = engine_commands.add_parser(
-        "plan",
-        help="print the engines this host needs",
-        description="One engine per served model × distinct GPU model found (or named with --gpu): precision, "
-        "shape profiles, optimisation and compatibility level, from the node file and the manifests.",
-    )
-    _add_node_flag(plan)
-    plan.add_argument(
-        "--gpu",
-        action="append",
-        default=[],
-        metavar="'NAME:MAJOR.MINOR'",
-        help="plan for this GPU instead of the ones found (repeatable), e.g. 'NVIDIA L4:8.9'",
-    )
+    descriptions = {
+        "plan": "print the engines this host needs: one per served model × distinct GPU model found (or named "
+        "with --gpu), with precision, shape profiles, optimisation and compatibility level",
+        "build": "build the planned engines that are missing or invalid (each in a fresh process), then print a "
+        "summary; exit 1 when any build failed",
+        "list": "list the engines in the cache with their build records",
+        "verify": "check every cached engine against the sha256 in its record; exit 1 on any corruption",
+        "prune": "delete cached engines that are not in the plan",
+    }
+    for action, description in descriptions.items():
+        sub = engine_commands.add_parser(
+            action,
+            help=description.split(":")[0].split(",")[0],
+            description=description[0].upper() + description[1:] + ".",
+        )
+        _add_node_flag(sub)
+        sub.add_argument(
+            "--gpu",
+            action="append",
+            default=[],
+            metavar="'NAME:MAJOR.MINOR'",
+            help="plan for this GPU instead of the ones found (repeatable), e.g. 'NVIDIA L4:8.9'",
+        )
 
     doctor = commands.add_parser(
         "doctor",
@@ -175,9 +184,9 @@ def _check_gateway(args: argparse.Namespace, node: Node) -> int:
 
 
 def _engines(args: argparse.Namespace, node: Node) -> int:
-    from appliance.engines.command import plan_command  # noqa: PLC0415
+    from appliance.engines.command import engines_command  # noqa: PLC0415
 
-    return plan_command(node, _catalog_for(node), args.gpu)
+    return engines_command(node, _catalog_for(node), args.engines_command, args.gpu)
 
 
 def _doctor(args: argparse.Namespace, node: Node) -> int:
