@@ -20,7 +20,6 @@ __all__ = [
     "InferenceFailed",
     "InsufficientCapacity",
     "ModelUnavailable",
-    "PayloadTooLarge",
     "RunnerError",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -53,11 +52,6 @@ class BadRequest(RunnerError):
 class Unauthorized(RunnerError):
     status_code = 401
     reason = "unauthorized"
-
-
-class PayloadTooLarge(RunnerError):
-    status_code = 413
-    reason = "too_large"
 
 
 class UnsupportedMediaType(RunnerError):
