@@ -15,6 +15,7 @@ from litestar.middleware import DefineMiddleware
 from appliance.config import ServedModel
 from appliance.livepeer.byoc import ByocRegistrar
 from appliance.livepeer.render import PIPELINE_OF, worker_url
+from appliance.notify import notify
 from appliance.priority import lower_thread_priority
 from appliance.runtime import Runtime
 from appliance.server.auth import bearer_guard
@@ -72,11 +73,14 @@ def create_app(
         loader_thread.shutdown(wait=False)  # the submitted load still runs; the thread ends after it
         if not load_in_background:
             await loader
+        announcing = asyncio.create_task(_announce_ready(loader, runtime))
         registrar = _byoc_registrar(runtime, entries, token, orch_secret)
         registering = asyncio.create_task(_register_when_loaded(loader, runtime, registrar)) if registrar else None
         try:
             yield
         finally:
+            notify("STOPPING=1")
+            announcing.cancel()
             if registering is not None and registrar is not None:
                 registering.cancel()
                 await asyncio.gather(registering, return_exceptions=True)
@@ -99,6 +103,15 @@ def create_app(
         logging_config=None,  # logs are structlog JSON lines (server/logging.py); leave stdlib logging alone
         debug=False,
     )
+
+
+async def _announce_ready(loader: asyncio.Future[None], runtime: Runtime) -> None:
+    """Tell systemd (Type=notify) the worker is ready once loading ends, from the serving loop itself."""
+    await asyncio.shield(loader)
+    failed = [e.label for e in runtime.entries if e.state == "ERROR"]
+    # Ready either way: the worker serves the models that loaded; /health says ERROR for the others.
+    status = f"STATUS=serving {len(runtime.entries) - len(failed)} models"
+    notify("READY=1", status + (f"; failed: {', '.join(failed)}" if failed else ""))
 
 
 async def _register_when_loaded(loader: asyncio.Future[None], runtime: Runtime, registrar: ByocRegistrar) -> None:
