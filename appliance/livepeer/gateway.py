@@ -46,10 +46,11 @@ class Finding:
     field: str
     rendered: str
     network: str
+    compared: bool = True  # False: shown only (a fiat price, converted by the orchestrator at run time)
 
     @property
     def ok(self) -> bool:
-        return self.rendered == self.network or self.rendered.startswith("(")
+        return not self.compared or self.rendered == self.network
 
 
 def fetch_capabilities(url: str, *, timeout: float = 10.0) -> dict[str, Any]:
@@ -137,6 +138,9 @@ def compare(node: Node, orchestrator: dict[str, Any]) -> list[Finding]:
             advertised_byoc = _advertised_price(orchestrator, capability_id, constraint) is not None
             findings.append(Finding(label, constraint, "advertised", "yes", "yes" if advertised_byoc else "no"))
         advertised = _advertised_price(orchestrator, capability_id, constraint)
-        rendered = _wei(expected) if expected is not None else f"({rule.currency if rule else 'none'}, run time)"
-        findings.append(Finding(label, constraint, "price", rendered, _wei(advertised)))
+        if expected is not None:
+            findings.append(Finding(label, constraint, "price", _wei(expected), _wei(advertised)))
+        else:
+            shown = f"({rule.currency if rule else 'none'}, run time)"
+            findings.append(Finding(label, constraint, "price", shown, _wei(advertised), compared=False))
     return findings
