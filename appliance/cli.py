@@ -1,8 +1,9 @@
-"""The ``lpa`` command: serve, fetch-models, models, doctor."""
+"""The ``lpa`` command: serve, fetch-models, models, render, node, check-gateway, engines, doctor."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 from appliance import __version__
 from appliance.catalog import Catalog, load_catalog
 from appliance.config import Node, load_node, parse_listen
+from appliance.instances import instance_for, worker_instances
 from appliance.resources import bundled_catalog_dir, example_node_file
 from appliance.strict import ConfigError
 
@@ -50,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node_flag(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="override the node file's worker.listen")
     serve.add_argument("--cpu-only", action="store_true", help="never try GPU execution providers")
+    serve.add_argument(
+        "--gpu",
+        type=int,
+        metavar="N",
+        help="serve as worker instance N (one of worker.gpus; port = listen's port + N); default: the first",
+    )
 
     fetch = commands.add_parser(
         "fetch-models",
@@ -104,6 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--address", help="this orchestrator's address (default: orchestrator.eth_acct_addr)")
     check.add_argument("--service-uri", help="its service URI (default: https://orchestrator.service_addr)")
 
+    node_parser = commands.add_parser(
+        "node",
+        help="facts about the node file for provisioning: worker instances, service fingerprints",
+        description="Facts about the node file that provisioning (Ansible, the NixOS module) acts on.",
+    )
+    node_commands = node_parser.add_subparsers(dest="node_command", required=True, metavar="ACTION")
+    instances = node_commands.add_parser(
+        "instances",
+        help="the worker instances as JSON: GPU, unit, URL",
+        description='Print the worker instances (one per worker.gpus entry) as a JSON array of {"gpu", "unit", "url"}.',
+    )
+    _add_node_flag(instances)
+    fingerprint = node_commands.add_parser(
+        "fingerprint",
+        help="a sha256 of exactly what a service reads",
+        description="Print a sha256 of exactly what SERVICE reads at start-up (node file sections, rendered files, "
+        "secrets by their hash), so provisioning restarts it only when that changed.",
+    )
+    fingerprint.add_argument("service", choices=["worker", "orchestrator"])
+    _add_node_flag(fingerprint)
+
     engines = commands.add_parser(
         "engines", help="TensorRT engines for this host's GPUs", description="TensorRT engines: what this host needs."
     )
@@ -147,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace, node: Node) -> int:
     from appliance.serve import serve  # noqa: PLC0415
 
-    listen = parse_listen(args.listen or node.worker.listen)
-    return serve(node, _catalog_for(node), listen=listen, allow_gpu=not args.cpu_only)
+    instance = instance_for(node, args.gpu)
+    listen = parse_listen(args.listen) if args.listen else instance.listen
+    return serve(node, _catalog_for(node), instance=instance, listen=listen, allow_gpu=not args.cpu_only)
 
 
 def _fetch_models(args: argparse.Namespace, node: Node) -> int:
@@ -177,6 +207,17 @@ def _render(args: argparse.Namespace, node: Node) -> int:
     return render_command(node, out_dir=out, source=str(_node_path(args.node)), check=args.check)
 
 
+def _node(args: argparse.Namespace, node: Node) -> int:
+    if args.node_command == "instances":
+        rows = [{"gpu": i.gpu, "unit": i.unit, "url": i.url} for i in worker_instances(node)]
+        print(json.dumps(rows))
+        return 0
+    from appliance.fingerprints import fingerprint  # noqa: PLC0415
+
+    print(fingerprint(node, args.service, source=str(_node_path(args.node))))
+    return 0
+
+
 def _check_gateway(args: argparse.Namespace, node: Node) -> int:
     from appliance.livepeer.command import check_gateway_command  # noqa: PLC0415
 
@@ -200,6 +241,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Node], int]] = {
     "fetch-models": _fetch_models,
     "models": _models,
     "render": _render,
+    "node": _node,
     "check-gateway": _check_gateway,
     "engines": _engines,
     "doctor": _doctor,

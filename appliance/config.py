@@ -37,6 +37,9 @@ ModelId = Annotated[
 ]
 
 
+GpuIndex = Annotated[int, msgspec.Meta(ge=0, le=63)]
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) → (host, port); raises ValueError with the reason."""
     host, sep, port_text = value.rpartition(":")
@@ -67,9 +70,17 @@ class WorkerSettings(StrictStruct, frozen=True, kw_only=True):
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 16 * 1024 * 1024
     max_image_pixels: Annotated[int, msgspec.Meta(ge=64, le=1 << 28)] = 2048 * 2048
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # One worker instance per GPU index (livepeer-worker@N, port = listen's port + N); a CPU-only node lists [0].
+    gpus: Annotated[list[GpuIndex], msgspec.Meta(min_length=1, max_length=64)] = msgspec.field(
+        default_factory=lambda: [0]
+    )
 
     def __post_init__(self) -> None:
-        parse_listen(self.listen)
+        _, port = parse_listen(self.listen)
+        if len(set(self.gpus)) != len(self.gpus):
+            raise ValueError(f"worker.gpus lists a GPU twice: {self.gpus}")
+        if port + max(self.gpus) > 65535:
+            raise ValueError(f"listen port {port} + GPU index {max(self.gpus)} is past 65535")
 
     @property
     def model_path(self) -> Path:

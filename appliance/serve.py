@@ -9,6 +9,7 @@ import uvicorn
 
 from appliance.catalog import Catalog
 from appliance.config import Node
+from appliance.instances import WorkerInstance
 from appliance.runtime import Runtime
 from appliance.secrets import read_secret_file
 from appliance.server.app import create_app
@@ -23,7 +24,7 @@ def _is_loopback(host: str) -> bool:
     return host == "localhost" or ipaddress.ip_address(host).is_loopback
 
 
-def serve(node: Node, catalog: Catalog, *, listen: tuple[str, int], allow_gpu: bool) -> int:
+def serve(node: Node, catalog: Catalog, *, instance: WorkerInstance, listen: tuple[str, int], allow_gpu: bool) -> int:
     configure_logging(node.worker.log_level)
     runtime = Runtime(node, catalog, allow_gpu=allow_gpu)
     token = read_secret_file(node.worker.token_file, what="worker.token_file")
@@ -32,7 +33,7 @@ def serve(node: Node, catalog: Catalog, *, listen: tuple[str, int], allow_gpu: b
         if node.orchestrator.byoc_url
         else None
     )
-    app = create_app(runtime, token=token, orch_secret=orch_secret)
+    app = create_app(runtime, token=token, orch_secret=orch_secret, instance=instance)
     host, port = listen
     if token is None and not _is_loopback(host):
         log.warning(

@@ -415,3 +415,34 @@ def test_example_node_file_renders(tmp_path: Path) -> None:
     result = _lpa("render", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     jsonschema.validate(json.loads((tmp_path / "aiModels.json").read_text()), AI_MODEL_CONFIG)
+
+
+REMOTE_WORKER = (
+    '[[models]]\nmodel = "waifu2x-upconv7"\ncapability = "upscale"\n[orchestrator]\nrole = "remote-worker"\n'
+)
+
+
+def test_remote_worker_joins_its_orchestrator(tmp_path: Path) -> None:
+    secret = tmp_path / "orch-secret"
+    text = REMOTE_WORKER + f'orch_addr = "10.0.0.5:8935"\norch_secret_file = "{secret}"\n'
+    files = {f.name: f for f in render(load_node_text(text, source="n"), out_dir=tmp_path, source="n").files}
+    flags = [line.split(" ")[0] for line in files["livepeer.conf"].content.decode().splitlines()[1:]]
+    assert "orchestrator" not in flags and {"aiWorker", "orchAddr", "orchSecret"} <= set(flags)
+    assert "orchAddr 10.0.0.5:8935\n" in files["livepeer.conf"].content.decode()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("", "needs orch_addr and orch_secret_file"),
+        ('orch_addr = "h:1"\norch_secret_file = "s"\nservice_addr = "h:2"\n', "service_addr: the orchestrator's"),
+    ],
+)
+def test_remote_worker_settings_are_checked(extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_node_text(REMOTE_WORKER + extra, source="n")
+
+
+def test_orch_addr_belongs_to_remote_workers() -> None:
+    with pytest.raises(ConfigError, match="orch_addr is for role 'remote-worker'"):
+        load_node_text(REMOTE_WORKER.replace('role = "remote-worker"', 'orch_addr = "h:1"'), source="n")

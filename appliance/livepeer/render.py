@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.config import Node, ServedModel, parse_listen
+from appliance.config import Node, ServedModel
+from appliance.instances import worker_instances
 from appliance.livepeer.byoc import registration
 from appliance.livepeer.prices import GO_LIVEPEER_PIPELINES, PriceError, contract_price, decimal_text
 from appliance.runtime import entry_base_path
@@ -65,14 +66,6 @@ def _json_array(entries: list[dict[str, Any]]) -> bytes:
         "  {" + ", ".join(f"{json.dumps(k)}: {_json_value(v)}" for k, v in entry.items()) + "}" for entry in entries
     ]
     return ("[\n" + ",\n".join(lines) + "\n]\n").encode()
-
-
-def worker_url(node: Node) -> str:
-    if node.orchestrator.worker_url:
-        return node.orchestrator.worker_url
-    host, port = parse_listen(node.worker.listen)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 (mapping a wildcard away)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _refuse_zero_on_chain(node: Node, entry: ServedModel, price: Any) -> None:
@@ -133,7 +126,7 @@ def _config_lines(node: Node, ai_models_path: Path) -> list[str]:
     settings = node.orchestrator
     managed: dict[str, str | None] = {  # flag → value (None: a bare flag, meaning true)
         "network": settings.network,
-        "orchestrator": None,
+        **({"orchestrator": None} if settings.role == "orchestrator" else {"orchAddr": settings.orch_addr}),
         "aiWorker": None,
         "aiModels": str(ai_models_path),
         "aiRunnerImageOverrides": json.dumps({"default": settings.runner_image}, separators=(",", ":")),
@@ -162,25 +155,24 @@ def _config_lines(node: Node, ai_models_path: Path) -> list[str]:
 def render(node: Node, *, out_dir: Path, source: str) -> Rendered:
     """Everything go-livepeer needs, in memory; raises RenderError (or PriceError) on what it would refuse."""
     token = read_secret_file(node.worker.token_file, what="worker.token_file")
-    base_url = worker_url(node)
     warnings: list[str] = []
     ai_models: list[dict[str, Any]] = []
     byoc: list[dict[str, Any]] = []
     try:
-        for entry in node.models:
-            url = base_url + entry_base_path(entry)
-            if entry.capability in PIPELINE_OF:
-                base = {
-                    "pipeline": PIPELINE_OF[entry.capability],
-                    "model_id": entry.served_id,
-                    "url": url,
-                    **({"token": token} if token else {}),
-                    "capacity": entry.capacity,
-                    "warm": entry.warm,
-                }
-                ai_models.extend(_contract_entries(node, entry, base, warnings))
-            else:
-                byoc.append(_byoc_entry(node, entry, base_url, token))
+        for instance in worker_instances(node):  # one entry per instance: go-livepeer spreads requests over them
+            for entry in node.models:
+                if entry.capability in PIPELINE_OF:
+                    base = {
+                        "pipeline": PIPELINE_OF[entry.capability],
+                        "model_id": entry.served_id,
+                        "url": instance.url + entry_base_path(entry),
+                        **({"token": token} if token else {}),
+                        "capacity": entry.capacity,
+                        "warm": entry.warm,
+                    }
+                    ai_models.extend(_contract_entries(node, entry, base, warnings))
+                else:
+                    byoc.append(_byoc_entry(node, entry, instance.url, token))
     except PriceError as exc:
         raise RenderError(str(exc)) from exc
     _check_ai_models(ai_models)

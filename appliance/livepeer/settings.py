@@ -70,8 +70,15 @@ class PricingRule(StrictStruct, frozen=True, kw_only=True):
 
 
 class OrchestratorSettings(StrictStruct, frozen=True, kw_only=True):
-    """How go-livepeer runs as this node's orchestrator (rendered into its ``-config`` file)."""
+    """How go-livepeer runs on this node (rendered into its ``-config`` file).
 
+    ``role``: ``orchestrator`` (go-livepeer takes jobs from gateways and sends them to this node's workers) or
+    ``remote-worker`` (go-livepeer joins the orchestrator at ``orch_addr`` with the shared orchSecret and serves its
+    AI jobs with this node's workers: the scale-out path).
+    """
+
+    role: Literal["orchestrator", "remote-worker"] = "orchestrator"
+    orch_addr: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$")] | None = None
     network: Network = "offchain"
     service_addr: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$")] | None = None
     eth_url: Annotated[str, msgspec.Meta(pattern=r"^(https|wss?)://\S+$")] | None = None
@@ -95,6 +102,15 @@ class OrchestratorSettings(StrictStruct, frozen=True, kw_only=True):
     extra_flags: dict[FlagName, FlagValue] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.role == "remote-worker":
+            if self.orch_addr is None or self.orch_secret_file is None:
+                raise ValueError("role 'remote-worker' needs orch_addr and orch_secret_file (the orchestrator's)")
+            owned = [n for n in ("service_addr", "eth_url", "eth_acct_addr", "eth_password_file") if getattr(self, n)]
+            if owned:
+                raise ValueError(f"{', '.join(owned)}: the orchestrator's settings, not a remote worker's")
+            return
+        if self.orch_addr is not None:
+            raise ValueError("orch_addr is for role 'remote-worker'")
         if self.byoc_url is not None and self.orch_secret_file is None:
             raise ValueError("byoc_url needs orch_secret_file: registrations are authenticated with the orchSecret")
         if self.network != "offchain":

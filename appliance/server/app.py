@@ -13,8 +13,9 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 
 from appliance.config import ServedModel
+from appliance.instances import WorkerInstance, instance_for
 from appliance.livepeer.byoc import ByocRegistrar
-from appliance.livepeer.render import PIPELINE_OF, worker_url
+from appliance.livepeer.render import PIPELINE_OF
 from appliance.notify import notify
 from appliance.priority import lower_thread_priority
 from appliance.runtime import Runtime
@@ -30,7 +31,7 @@ log = structlog.get_logger("appliance.server")
 
 
 def _byoc_registrar(
-    runtime: Runtime, entries: list[EntryRoutes], token: str | None, orch_secret: str | None
+    runtime: Runtime, entries: list[EntryRoutes], token: str | None, orch_secret: str | None, url: str
 ) -> ByocRegistrar | None:
     """The registrar for the node's capabilities outside go-livepeer's list, where registration is configured."""
     node = runtime.node
@@ -46,7 +47,7 @@ def _byoc_registrar(
     return ByocRegistrar(
         node,
         [e.entry.config for e in byoc],
-        worker_url=worker_url(node),
+        worker_url=url,
         token=token,
         orch_secret=orch_secret,
         load=load,
@@ -54,9 +55,19 @@ def _byoc_registrar(
 
 
 def create_app(
-    runtime: Runtime, *, token: str | None, orch_secret: str | None = None, load_in_background: bool = True
+    runtime: Runtime,
+    *,
+    token: str | None,
+    orch_secret: str | None = None,
+    instance: WorkerInstance | None = None,
+    load_in_background: bool = True,
 ) -> Litestar:
-    """The worker app. Models load in a background thread at start-up; ``/health`` says LOADING meanwhile."""
+    """The worker app. Models load in a background thread at start-up; ``/health`` says LOADING meanwhile.
+
+    ``instance``: which of the node's worker instances this is (its URL goes into BYOC registrations);
+    default the first.
+    """
+    url = (instance or instance_for(runtime.node, None)).url
     metrics = Metrics()
     for entry in runtime.entries:
         metrics.model_state.labels(entry.label, "LOADING").set(1)
@@ -74,7 +85,7 @@ def create_app(
         if not load_in_background:
             await loader
         announcing = asyncio.create_task(_announce_ready(loader, runtime))
-        registrar = _byoc_registrar(runtime, entries, token, orch_secret)
+        registrar = _byoc_registrar(runtime, entries, token, orch_secret, url)
         registering = asyncio.create_task(_register_when_loaded(loader, runtime, registrar)) if registrar else None
         try:
             yield
