@@ -114,6 +114,16 @@ def _upscaler(orchestrator: Orchestrator) -> AIModelConfig:
     return next(e for e in orchestrator.entries if e.pipeline == "upscale")
 
 
+def _loaded(entry: AIModelConfig) -> None:
+    """go-livepeer takes LOADING as ready, and a job sent meanwhile is answered busy: wait for OK before jobs."""
+
+    def ok() -> bool:
+        answer = httpx.get(f"{entry.url}/health", headers={"Authorization": f"Bearer {entry.token}"}, timeout=5)
+        return bool(answer.json()["status"] == "OK")
+
+    _wait(ok, 60, f"{entry.model_id} to load")
+
+
 def test_handshake_jobs_byoc_and_reregistration(wired: tuple[Orchestrator, subprocess.Popen[str], Path]) -> None:
     orchestrator, _, _ = wired
     for entry in orchestrator.entries:
@@ -121,6 +131,7 @@ def test_handshake_jobs_byoc_and_reregistration(wired: tuple[Orchestrator, subpr
         assert entry.version_ok, f"/version of {entry.model_id} does not echo its entry"
     entry = _upscaler(orchestrator)
     assert entry.token == TOKEN and entry.price_per_unit is not None and entry.pixels_per_unit == 512 * 512
+    _loaded(entry)
 
     photo = io.BytesIO()
     Image.open(GRACE_HOPPER).convert("RGB").resize((96, 112)).save(photo, format="JPEG")
@@ -153,6 +164,7 @@ def test_saturated_model_answers_only_insufficient_capacity(
     orchestrator, _, _ = wired
     entry = _upscaler(orchestrator)
     handshake(entry)
+    _loaded(entry)
     image = png_bytes(128, 128)
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda _: orchestrator.upscale(entry, image, respect_capacity=False), range(12)))
