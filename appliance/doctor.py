@@ -9,8 +9,10 @@ import numpy as np
 import onnxruntime as ort
 
 from appliance import __version__
+from appliance.backends import EngineRequest, host_facts, predict_backend
 from appliance.catalog import Catalog
 from appliance.config import Node
+from appliance.engines.cache import tensorrt_label
 from appliance.gpu import probe_gpus
 from appliance.modelstore import ModelFileError, ModelStore
 
@@ -45,7 +47,8 @@ def doctor_command(node: Node, catalog: Catalog) -> int:
     print(f"appliance     {__version__}")
     print(f"python        {platform.python_version()} ({platform.machine()})")
     print(f"onnxruntime   {ort.__version__}")
-    for provider, verdict in working_providers().items():
+    verdicts = working_providers()
+    for provider, verdict in verdicts.items():
         print(f"  provider    {provider:28} {verdict}")
     probe = probe_gpus()
     if probe.gpus:
@@ -57,14 +60,26 @@ def doctor_command(node: Node, catalog: Catalog) -> int:
             )
     else:
         print(f"gpus          none ({probe.problem}); models run on the CPU")
+    host = host_facts(allow_gpu=True, probe=probe)
+    if host.gpu is not None:
+        print(f"  this worker {host.gpu.name} (GPU {host.gpu.index}, CUDA device {host.cuda_index})")
+    elif probe.gpus:
+        print(f"  this worker no GPU: {host.no_gpu}")
+    engines = f"{tensorrt_label(host.flavour)}" if host.flavour else "not installed (no TensorRT engines)"
+    print(f"tensorrt      {engines}; engine cache {node.engines.cache_dir}")
     store = ModelStore(node.worker.model_path)
-    for served in node.models:
-        manifest = catalog.get(served.model)
+    for served in dict.fromkeys(m.model for m in node.models):
+        manifest = catalog.get(served)
         try:
-            store.verified_path(manifest)
+            path = store.verified_path(manifest)
             verdict = "ok (sha256 verified)"
         except ModelFileError as exc:
-            verdict, problems = f"MISSING: {exc}", problems + 1
-        print(f"model         {served.model:28} {verdict}")
+            path, verdict, problems = store.path_for(manifest), f"MISSING: {exc}", problems + 1
+        print(f"model         {served:28} {verdict}")
+        # The rung `lpa serve` would take for this model, and why not the faster ones: nothing is loaded or built.
+        sha256 = store.expected_sha256(manifest)
+        request = EngineRequest(served, manifest, sha256, node.engines) if sha256 else None
+        prediction = predict_backend(path, host=host, engine=request, provider_verdicts=verdicts)
+        print(f"  backend     {prediction.backend:28} {prediction.reason}")
     print("result        " + ("ready to serve" if not problems else f"{problems} problem(s) above"))
     return 1 if problems else 0

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import structlog
 
-from appliance.backends import BackendError, create_backend
+from appliance.backends import BackendError, EngineRequest, HostFacts, create_backend, host_facts
 from appliance.catalog import Catalog, Manifest
 from appliance.config import Node, ServedModel
 from appliance.modelstore import ModelFileError, ModelStore
@@ -53,10 +53,13 @@ class ServedEntry:
 
 
 class Runtime:
-    def __init__(self, node: Node, catalog: Catalog, *, allow_gpu: bool = True) -> None:
+    def __init__(self, node: Node, catalog: Catalog, *, allow_gpu: bool = True, gpu: int | None = None) -> None:
+        """``gpu``: the worker instance's GPU index (``lpa serve --gpu N``); ``CUDA_VISIBLE_DEVICES`` wins over it."""
         self.node = node
         self.store = ModelStore(node.worker.model_path)
         self.allow_gpu = allow_gpu
+        self.gpu = gpu
+        self._host: HostFacts | None = None
         self.entries = [ServedEntry(config=m, manifest=catalog.get(m.model)) for m in node.models]
         for entry in self.entries:
             if entry.manifest.capability != entry.config.capability:
@@ -73,6 +76,20 @@ class Runtime:
             return "ERROR"
         return "LOADING" if "LOADING" in states else "OK"
 
+    @property
+    def host(self) -> HostFacts:
+        """This host as the backend ladder sees it (GPU, providers, TensorRT), probed once per worker."""
+        if self._host is None:
+            self._host = host_facts(allow_gpu=self.allow_gpu, gpu_index=self.gpu)
+        return self._host
+
+    def engine_request(self, entry: ServedEntry) -> EngineRequest | None:
+        """The entry's model as the engine cache keys it; None when its file has no known sha256."""
+        sha256 = self.store.expected_sha256(entry.manifest)
+        if sha256 is None:
+            return None
+        return EngineRequest(entry.config.model, entry.manifest, sha256, self.node.engines)
+
     def load_all(self) -> None:
         for entry in self.entries:
             self.load(entry)
@@ -82,7 +99,14 @@ class Runtime:
         started = time.perf_counter()
         try:
             path: Path = self.store.verified_path(entry.manifest)
-            choice = create_backend(path, intra_op_threads=self.node.worker.intra_op_threads, allow_gpu=self.allow_gpu)
+            choice = create_backend(
+                path,
+                intra_op_threads=self.node.worker.intra_op_threads,
+                allow_gpu=self.allow_gpu,
+                capacity=entry.config.capacity,
+                engine=self.engine_request(entry),
+                host=self.host,
+            )
             pipeline = create_pipeline(entry.manifest, choice.backend)
             if entry.config.warm:
                 pipeline.warmup()

@@ -26,7 +26,7 @@ def _is_loopback(host: str) -> bool:
 
 def serve(node: Node, catalog: Catalog, *, instance: WorkerInstance, listen: tuple[str, int], allow_gpu: bool) -> int:
     configure_logging(node.worker.log_level)
-    runtime = Runtime(node, catalog, allow_gpu=allow_gpu)
+    runtime = Runtime(node, catalog, allow_gpu=allow_gpu, gpu=instance.gpu)
     token = read_secret_file(node.worker.token_file, what="worker.token_file")
     orch_secret = (  # read only where the worker registers BYOC capabilities itself
         read_secret_file(node.orchestrator.orch_secret_file, what="orchestrator.orch_secret_file")

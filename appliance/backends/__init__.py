@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
-from appliance.backends.base import Backend, BackendError
-from appliance.backends.ladder import BackendChoice, create_backend
+from appliance.backends.base import Backend, BackendError, BackendInputError
+from appliance.backends.ladder import (
+    BackendChoice,
+    EngineRequest,
+    HostFacts,
+    Prediction,
+    create_backend,
+    host_facts,
+    predict_backend,
+)
 
-__all__ = ["Backend", "BackendChoice", "BackendError", "create_backend"]
+__all__ = [
+    "Backend",
+    "BackendChoice",
+    "BackendError",
+    "BackendInputError",
+    "EngineRequest",
+    "HostFacts",
+    "Prediction",
+    "create_backend",
+    "host_facts",
+    "predict_backend",
+]

@@ -1,4 +1,4 @@
-"""The interface every backend implements (onnxruntime now; TensorRT engines behind the same one later)."""
+"""The interface every backend implements: onnxruntime sessions and TensorRT engines alike."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Backend", "BackendError"]
+__all__ = ["Backend", "BackendError", "BackendInputError"]
 
 
 class BackendError(Exception):
     """A backend could not be created or could not run; the message says which model and why."""
+
+
+class BackendInputError(BackendError):
+    """The inputs are outside what this backend accepts (a TensorRT engine's shape profile, say): the caller's
+    request is at fault, not the model, and the message says what was sent and what is accepted."""
 
 
 class Backend(Protocol):
@@ -31,6 +36,7 @@ class Backend(Protocol):
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         """Run the graph; ``outputs`` limits which outputs are computed (all when None).
 
-        Raises BackendError when the graph rejects the inputs or fails; the backend stays usable.
+        Raises BackendInputError when an input's shape is outside what the backend accepts, BackendError when the
+        graph fails; the backend stays usable either way.
         """
         ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from typing import Any, Literal
 from appliance.atomic import sha256_file, write_bytes_atomically
 from appliance.engines.plan import PlannedEngine
 
-__all__ = ["BuildResult", "EngineCache", "tensorrt_label"]
+__all__ = ["BuildResult", "EngineCache", "EngineRefused", "tensorrt_label"]
 
 _BUILD_TIMEOUT_S = 3600
 
@@ -37,6 +38,41 @@ def tensorrt_label(flavour: str) -> str:
         return f"{flavour} {version(distribution)}"
     except PackageNotFoundError:  # installed under another distribution name (NVIDIA's own index, say)
         return f"{flavour} unknown"
+
+
+class EngineRefused(Exception):
+    """A cached engine must not be used on this host; the message says why (missing, another key, corrupt)."""
+
+
+# Key fields as an operator would name them, for reasons like "built for NVIDIA GeForce RTX 4090 sm_89".
+_KEY_WORDS = {
+    "onnx_sha256": "ONNX sha256",
+    "precision": "precision",
+    "profiles": "shape profiles",
+    "hardware_compatibility": "hardware compatibility",
+    "optimization_level": "optimization level",
+    "appliance_version": "appliance version",
+}
+
+
+def _differences(record: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """How a build record differs from the one this host expects, in words, most telling first."""
+    found: list[str] = []
+    key, want = record.get("key") or {}, expected["key"]
+    if not isinstance(key, dict):
+        return ["its record has no key"]
+    if (key.get("gpu_name"), key.get("compute_capability")) != (want["gpu_name"], want["compute_capability"]):
+        found.append(f"built for {key.get('gpu_name')} sm_{str(key.get('compute_capability')).replace('.', '')}")
+    if record.get("tensorrt") != expected["tensorrt"]:
+        found.append(f"built with {record.get('tensorrt')} (this host has {expected['tensorrt']})")
+    if key.get("onnx_sha256") != want["onnx_sha256"]:
+        found.append(f"built from another ONNX file (sha256 {str(key.get('onnx_sha256'))[:12]}…)")
+    for field, words in _KEY_WORDS.items():
+        if field != "onnx_sha256" and key.get(field) != want[field]:
+            found.append(f"{words} {key.get(field)!r}, not {want[field]!r}")
+    if record.get("model") != expected["model"]:
+        found.append(f"model {record.get('model')!r}")
+    return found
 
 
 @dataclass(frozen=True)
@@ -67,20 +103,51 @@ class EngineCache:
     def refusal(self, engine: PlannedEngine) -> str | None:
         """Why the cached engine must not be used (missing, another key, corrupt), or None when it may."""
         path = self.path_for(engine)
+        try:
+            self._check(engine, path.read_bytes() if path.is_file() else None)
+        except EngineRefused as exc:
+            return str(exc)
+        return None
+
+    def verified_bytes(self, engine: PlannedEngine) -> bytes:
+        """The engine's bytes, read once and checked against its record; raises EngineRefused with the reason.
+
+        The bytes returned are the bytes hashed: a file replaced between the check and the load cannot slip in.
+        """
+        path = self.path_for(engine)
+        data = path.read_bytes() if path.is_file() else None
+        self._check(engine, data)
+        assert data is not None  # _check refuses a missing file
+        return data
+
+    def _check(self, engine: PlannedEngine, data: bytes | None) -> None:
+        path = self.path_for(engine)
         record_path = path.with_suffix(".json")
-        if not path.is_file() or not record_path.is_file():
-            return "not built"
+        if data is None or not record_path.is_file():
+            raise EngineRefused("not built")
         try:
             record = json.loads(record_path.read_text())
         except ValueError:
-            return "its build record is not JSON"
+            raise EngineRefused("its build record is not JSON") from None
         expected = self._expected_record(engine)
         for field in ("key", "tensorrt", "model"):
             if record.get(field) != expected[field]:
-                return f"its record's {field} does not match ({record.get(field)!r})"
-        if sha256_file(path) != record.get("engine_sha256"):
-            return "its bytes do not match the sha256 in its record (corrupt)"
-        return None
+                detail = "; ".join(_differences(record, expected)) or repr(record.get(field))
+                raise EngineRefused(f"its record's {field} does not match ({detail})")
+        if hashlib.sha256(data).hexdigest() != record.get("engine_sha256"):
+            raise EngineRefused("its bytes do not match the sha256 in its record (corrupt)")
+
+    def explain_missing(self, engine: PlannedEngine) -> str:
+        """Why no engine of this key is cached, from the records of the same model that are: "built for
+        NVIDIA GeForce RTX 4090 sm_89", "built with tensorrt-rtx 1.6", "built from another ONNX file"."""
+        expected = self._expected_record(engine)
+        seen = []
+        for _, record in self.records():
+            if record.get("model") == engine.model:
+                seen.append("; ".join(_differences(record, expected)) or "same key, but under another file name")
+        if not seen:
+            return f"no {engine.model} engine in {self.directory}"
+        return f"the cached {engine.model} engine(s): " + " | ".join(dict.fromkeys(seen))
 
     @contextlib.contextmanager
     def _lock(self, engine: PlannedEngine) -> Iterator[None]:

@@ -16,7 +16,7 @@ from appliance.config import Node
 from appliance.engines.settings import EngineSettings, HardwareCompatibility, Precision
 from appliance.gpu import GpuDevice
 
-__all__ = ["EngineKey", "GpuTarget", "PlanError", "PlannedEngine", "Profile", "build_plan"]
+__all__ = ["EngineKey", "GpuTarget", "PlanError", "PlannedEngine", "Profile", "build_plan", "plan_engine"]
 
 
 class PlanError(ValueError):
@@ -97,6 +97,31 @@ def distinct_targets(gpus: tuple[GpuDevice, ...] | list[GpuDevice]) -> list[GpuT
     return list(dict.fromkeys(GpuTarget(g.name, g.major, g.minor) for g in gpus))
 
 
+def plan_engine(
+    model: str, manifest: Manifest, target: GpuTarget, *, onnx_sha256: str, settings: EngineSettings
+) -> PlannedEngine:
+    """The one engine ``model`` needs on ``target`` (what the build plan holds, and what serving looks up).
+
+    Raises PlanError when it cannot be built: int8 without calibration data, a manifest without shapes, a GPU
+    older than the compatibility level allows.
+    """
+    if settings.precision == "int8":
+        raise PlanError("int8 engines need calibration data, and no manifest names any yet: use fp16")
+    if (target.major, target.minor) < (8, 0) and settings.hardware_compatibility == "ampere-plus":
+        raise PlanError(f"{target.name} (sm_{target.major}{target.minor}) is older than Ampere")
+    key = EngineKey(
+        onnx_sha256=onnx_sha256,
+        gpu_name=target.name,
+        compute_capability=target.compute_capability,
+        precision=settings.precision,
+        profiles=_profiles(manifest),
+        hardware_compatibility=settings.hardware_compatibility,
+        optimization_level=settings.optimization_level,
+        appliance_version=__version__,
+    )
+    return PlannedEngine(model=model, gpu=target, key=key)
+
+
 def build_plan(
     node: Node, catalog: Catalog, targets: list[GpuTarget], *, onnx_sha256: dict[str, str], settings: EngineSettings
 ) -> list[PlannedEngine]:
@@ -106,19 +131,7 @@ def build_plan(
     plan = []
     for model in dict.fromkeys(entry.model for entry in node.models):
         manifest = catalog.get(model)
-        profiles = _profiles(manifest)
+        _profiles(manifest)  # a model without shapes is an error even on a host with no GPU to plan for
         for target in targets:
-            if (target.major, target.minor) < (8, 0) and settings.hardware_compatibility == "ampere-plus":
-                raise PlanError(f"{target.name} (sm_{target.major}{target.minor}) is older than Ampere")
-            key = EngineKey(
-                onnx_sha256=onnx_sha256[model],
-                gpu_name=target.name,
-                compute_capability=target.compute_capability,
-                precision=settings.precision,
-                profiles=profiles,
-                hardware_compatibility=settings.hardware_compatibility,
-                optimization_level=settings.optimization_level,
-                appliance_version=__version__,
-            )
-            plan.append(PlannedEngine(model=model, gpu=target, key=key))
+            plan.append(plan_engine(model, manifest, target, onnx_sha256=onnx_sha256[model], settings=settings))
     return plan

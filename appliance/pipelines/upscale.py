@@ -36,13 +36,17 @@ class UpscalePipeline(Pipeline[NoOptions, UpscaleParams]):
         scale, tile, border, multiple = self.params.scale, self.params.tile, self.params.border, self.params.multiple
         height, width, _ = rgb.shape
         padded = np.pad(rgb, ((border, border), (border, border), (0, 0)), mode="edge")
+        min_shape = self.manifest.inputs[0].min_shape
+        min_h, min_w = (min_shape[2], min_shape[3]) if min_shape else (0, 0)
         out = np.empty((height * scale, width * scale, 3), dtype=np.uint8)
         for top in range(0, height, tile):
             for left in range(0, width, tile):
                 tile_h, tile_w = min(tile, height - top), min(tile, width - left)
                 window = padded[top : top + tile_h + 2 * border, left : left + tile_w + 2 * border]
-                # Round the window up to the net's multiple; the extra rows/columns are cropped afterwards.
-                extra_h, extra_w = -window.shape[0] % multiple, -window.shape[1] % multiple
+                # Round the window up to the net's multiple, and to the smallest input its engine takes (a TensorRT
+                # profile's min); the extra rows/columns lie past the border the net reads, and are cropped.
+                extra_h = max(-window.shape[0] % multiple, min_h - window.shape[0])
+                extra_w = max(-window.shape[1] % multiple, min_w - window.shape[1])
                 if extra_h or extra_w:
                     window = np.pad(window, ((0, extra_h), (0, extra_w), (0, 0)), mode="edge")
                 tensor = window.transpose(2, 0, 1)[np.newaxis].astype(np.float32) * np.float32(1 / 255)

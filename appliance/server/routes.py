@@ -18,7 +18,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 
 from appliance import __version__
-from appliance.backends import BackendError
+from appliance.backends import BackendError, BackendInputError
 from appliance.gpu import probe_gpus
 from appliance.imaging import ImageError, data_url, decode_image, encode_png
 from appliance.runtime import ModelState, Runtime, ServedEntry
@@ -157,6 +157,8 @@ class EntryRoutes:
                     raise BadRequest(str(exc)) from None
                 try:
                     png = encode_png(pipeline.process(image, options))
+                except BackendInputError as exc:  # the request is outside what the model's engine accepts
+                    raise BadRequest(f"model {entry.config.served_id!r}: {exc}") from None
                 except BackendError as exc:
                     raise InferenceFailed(f"model {entry.config.served_id!r}: {exc}") from None
                 return respond(png)
