@@ -7,7 +7,8 @@ the atomic rename; this module only turns an ONNX file into engine bytes at a te
 Flavours: TensorRT-RTX (``tensorrt_rtx``, strongly typed: fp16 means converting the ONNX to fp16 first, keeping
 fp32 inputs and outputs; ahead-of-time targets by compute capability, no GPU needed) and TensorRT 10
 (``tensorrt``, built on the GPU it runs on; fp16 is a builder flag). TensorRT 10 is the path a GPU node takes
-and has not run on this project's CI machines, which have no GPU.
+and has not run on this project's CI machines, which have no GPU; it loads and saves one timing cache per GPU model
+and TensorRT version (``EngineCache.timing_cache_for``) and honours the node file's hardware compatibility level.
 """
 
 from __future__ import annotations
@@ -44,6 +45,21 @@ def _fp16_onnx(onnx_path: str, workdir: str) -> str:
     return path
 
 
+# The node file's hardware_compatibility → TensorRT's HardwareCompatibilityLevel member.
+_COMPATIBILITY_LEVELS = {
+    "none": "NONE",
+    "same-compute-capability": "SAME_COMPUTE_CAPABILITY",
+    "ampere-plus": "AMPERE_PLUS",
+}
+
+
+def _save_timing_cache_atomically(written: Path, final: Path) -> None:
+    """Move the cache a build saved into place; last writer wins (a timing cache is only ever a speed-up)."""
+    if written.is_file():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        written.replace(final)
+
+
 def _build(spec: dict[str, Any]) -> bytes:
     flavour = spec["flavour"]
     if flavour == "tensorrt-rtx":
@@ -67,16 +83,33 @@ def _build(spec: dict[str, Any]) -> bytes:
             if spec["precision"] == "fp16":
                 onnx_path = _fp16_onnx(onnx_path, workdir)
             network = NetworkFromOnnxPath(onnx_path, strongly_typed=True)
-            config = CreateConfigRTX(profiles=[profile], compute_capabilities=[target])
+            config = CreateConfigRTX(
+                profiles=[profile],
+                compute_capabilities=[target],
+                builder_optimization_level=spec["optimization_level"],
+            )
         else:
             from polygraphy.backend.trt import CreateConfig  # noqa: PLC0415
 
+            tensorrt = importlib.import_module("tensorrt")  # by name: CPU installs have no stubs for it
+
+            timing_cache = Path(spec["timing_cache"])
             network = NetworkFromOnnxPath(onnx_path)
             config = CreateConfig(
                 fp16=spec["precision"] == "fp16",
                 profiles=[profile],
                 builder_optimization_level=spec["optimization_level"],
+                hardware_compatibility_level=getattr(
+                    tensorrt.HardwareCompatibilityLevel, _COMPATIBILITY_LEVELS[spec["hardware_compatibility"]]
+                ),
+                load_timing_cache=str(timing_cache) if timing_cache.is_file() else None,
             )
+            written = Path(workdir) / "timing.cache"
+            engine = bytes(EngineBytesFromNetwork(network, config=config, save_timing_cache=str(written))())
+            _save_timing_cache_atomically(written, timing_cache)
+            return engine
+        # TensorRT-RTX builds ahead of time for the compute capabilities named, with no GPU and so no kernel
+        # timings to cache: its engines pick kernels when they first run (its runtime cache, not used yet).
         return bytes(EngineBytesFromNetwork(network, config=config)())
 
 

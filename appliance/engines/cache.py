@@ -93,6 +93,11 @@ class EngineCache:
     def path_for(self, engine: PlannedEngine) -> Path:
         return self.directory / engine.file_name(tensorrt=self.tensorrt)
 
+    def timing_cache_for(self, engine: PlannedEngine) -> Path:
+        """The timing cache of this GPU model and TensorRT version: its builds reuse each other's kernel timings."""
+        label = "".join(c if c.isalnum() or c == "." else "-" for c in self.tensorrt)
+        return self.directory / "timing" / f"{engine.gpu.slug}.{label}.cache"
+
     def _expected_record(self, engine: PlannedEngine) -> dict[str, Any]:
         return {
             "key": json.loads(json.dumps(dataclasses.asdict(engine.key))),
@@ -176,7 +181,9 @@ class EngineCache:
                     "major": engine.gpu.major,
                     "minor": engine.gpu.minor,
                     "optimization_level": engine.key.optimization_level,
+                    "hardware_compatibility": engine.key.hardware_compatibility,
                     "profiles": [dataclasses.asdict(p) for p in engine.key.profiles],
+                    "timing_cache": str(self.timing_cache_for(engine)),
                 }
                 (Path(workdir) / "spec.json").write_text(json.dumps(spec))
                 process = subprocess.run(  # noqa: S603 (our own module, fixed arguments; a fresh process: builder.py)
