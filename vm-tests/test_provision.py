@@ -150,14 +150,14 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
     return Artifacts(wheelhouse=wheelhouse, models=bundle, release_dir=release_dir, release_sha256=built[-1])
 
 
-def _play(node: Node, workdir: Path, variables: dict[str, Any], *, what: str) -> Recap:
+def _play(node: Node, workdir: Path, variables: dict[str, Any], *, what: str, args: tuple[str, ...] = ()) -> Recap:
     """Run ansible/site.yml against `node` as an operator would; returns its recap."""
     inventory = node.ansible_inventory(workdir / "inventory.yml")
     extra = workdir / "vars.json"
     extra.write_text(json.dumps(variables))
     started = time.monotonic()
     proc = subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "site.yml", "-e", f"@{extra}"],
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "site.yml", "-e", f"@{extra}", *args],
         cwd=ANSIBLE,
         capture_output=True,
         text=True,
@@ -200,8 +200,8 @@ class Provisioned:
     node_file: Path
     variables: dict[str, Any]
 
-    def play(self, what: str, **overrides: Any) -> Recap:
-        return _play(self.node, self.workdir, {**self.variables, **overrides}, what=what)
+    def play(self, what: str, *args: str, **overrides: Any) -> Recap:
+        return _play(self.node, self.workdir, {**self.variables, **overrides}, what=what, args=args)
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +271,8 @@ def test_converges_then_changes_nothing(provisioned: Provisioned) -> None:
     assert first.changed > 0
     again = provisioned.play("idempotent rerun")
     assert again.returncode == 0 and again.changed == 0, again.output[-6000:]
+    checked = provisioned.play("check mode on the converged node", "--check", "--diff")
+    assert checked.returncode == 0 and checked.changed == 0, checked.output[-6000:]
 
 
 def test_services_are_active_and_answer(provisioned: Provisioned) -> None:
