@@ -72,6 +72,9 @@ class TensorSpec(StrictStruct, frozen=True, kw_only=True):
     min_shape: list[Dim] | None = None
     opt_shape: list[Dim] | None = None
     max_shape: list[Dim] | None = None
+    # The graph leaves the first (N) dimension free, so requests can run stacked (the node file's `batch`).
+    # The shapes above stay those of one request (N = 1): engine profiles are built for them.
+    dynamic_batch: bool = False
 
     def __post_init__(self) -> None:
         shapes = [s for s in (self.min_shape, self.opt_shape, self.max_shape) if s is not None]

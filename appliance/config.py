@@ -20,6 +20,7 @@ from appliance.strict import ConfigError, StrictStruct, decode_toml_file, decode
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "BatchSettings",
     "ConfigError",
     "Node",
     "ServedModel",
@@ -68,6 +69,9 @@ class WorkerSettings(StrictStruct, frozen=True, kw_only=True):
     # Added to the nice value of inference threads, so the HTTP event loop wins the CPU (0: same priority).
     inference_niceness: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 16 * 1024 * 1024
+    # A request's whole body must arrive within this many seconds of its start; a client trickling its body
+    # (slowloris) is cut with a 400 and a closed connection instead of holding a connection and the drain.
+    body_timeout_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 30.0
     max_image_pixels: Annotated[int, msgspec.Meta(ge=64, le=1 << 28)] = 2048 * 2048
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # One worker instance per GPU index (livepeer-worker@N, port = listen's port + N); a CPU-only node lists [0].
@@ -87,6 +91,15 @@ class WorkerSettings(StrictStruct, frozen=True, kw_only=True):
         return Path(self.model_dir).expanduser()
 
 
+class BatchSettings(StrictStruct, frozen=True, kw_only=True):
+    """Dynamic batching of one model (appliance/batching.py): requests in its slots at once share a graph call."""
+
+    # Largest batch: requests (rows) stacked into one graph call; at most the entry's capacity.
+    max_size: Annotated[int, msgspec.Meta(ge=2, le=64)]
+    # How long a batch's first request waits for others (a batch also closes as soon as nobody else can join).
+    max_wait_ms: Annotated[float, msgspec.Meta(ge=0.1, le=1000.0)] = 5.0
+
+
 class ServedModel(StrictStruct, frozen=True, kw_only=True):
     """One model this node serves, under one capability."""
 
@@ -96,6 +109,15 @@ class ServedModel(StrictStruct, frozen=True, kw_only=True):
     capacity: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     queue: Annotated[int, msgspec.Meta(ge=0, le=256)] = 2
     warm: bool = True
+    # Off (None) by default: on the CPU it does not pay (bench/batching.py); see node.example.toml.
+    batch: BatchSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch is not None and self.batch.max_size > self.capacity:
+            raise ValueError(
+                f"model {self.served_id!r}: batch.max_size {self.batch.max_size} exceeds capacity {self.capacity}; "
+                "a batch is made of requests holding a slot at once, so raise capacity or lower max_size"
+            )
 
     @property
     def served_id(self) -> str:

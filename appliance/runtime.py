@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
 
-from appliance.backends import BackendError, EngineRequest, HostFacts, create_backend, host_facts
+from appliance.backends import Backend, BackendError, EngineRequest, HostFacts, create_backend, host_facts
+from appliance.batching import Batcher, check_batching, unbatchable_backend
 from appliance.catalog import Catalog, Manifest
 from appliance.config import Node, ServedModel
 from appliance.modelstore import ModelFileError, ModelStore
@@ -42,6 +44,10 @@ class ServedEntry:
     backend_name: str | None = None
     backend_reason: str | None = None
     load_seconds: float | None = None
+    # Set when the entry batches (its `batch` setting, on a backend that can): the pipeline runs through it.
+    batcher: Batcher | None = None
+    # Called with each batch's size (the server's metrics hook it here before loading starts).
+    on_batch: Callable[[int], None] | None = None
 
     @property
     def base_path(self) -> str:
@@ -67,6 +73,7 @@ class Runtime:
                     f"model {entry.config.model!r} is a {entry.manifest.capability!r} model, "
                     f"not {entry.config.capability!r}"
                 )
+            check_batching(entry.config, entry.manifest)
         self.loaded = threading.Event()
 
     @property
@@ -95,6 +102,28 @@ class Runtime:
             self.load(entry)
         self.loaded.set()
 
+    def _batching(self, entry: ServedEntry, backend: Backend) -> Backend:
+        """The backend the entry's pipeline runs on: a Batcher around ``backend`` when the entry batches."""
+        settings = entry.config.batch
+        if settings is None:
+            return backend
+        if (why := unbatchable_backend(backend.name)) is not None:
+            log.warning("batching is off for this model", model=entry.label, reason=why)
+            return backend
+
+        def observe(rows: int) -> None:
+            if entry.on_batch is not None:
+                entry.on_batch(rows)
+
+        entry.batcher = Batcher(
+            backend,
+            max_size=settings.max_size,
+            max_wait_s=settings.max_wait_ms / 1000,
+            max_running=-(-entry.config.capacity // settings.max_size),  # graph calls at once: enough for capacity
+            on_batch=observe,
+        )
+        return entry.batcher
+
     def load(self, entry: ServedEntry) -> None:
         started = time.perf_counter()
         try:
@@ -107,7 +136,7 @@ class Runtime:
                 engine=self.engine_request(entry),
                 host=self.host,
             )
-            pipeline = create_pipeline(entry.manifest, choice.backend)
+            pipeline = create_pipeline(entry.manifest, self._batching(entry, choice.backend))
             if entry.config.warm:
                 pipeline.warmup()
         except (ModelFileError, BackendError) as exc:

@@ -1,8 +1,10 @@
-"""``lpa serve``: one uvicorn process serving the worker app."""
+"""``lpa serve``: one uvicorn process serving the worker app, draining on SIGTERM (server/drain.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import time
 
 import structlog
 import uvicorn
@@ -13,11 +15,42 @@ from appliance.instances import WorkerInstance
 from appliance.runtime import Runtime
 from appliance.secrets import read_secret_file
 from appliance.server.app import create_app
+from appliance.server.drain import DRAIN_TIMEOUT_S, Drain
 from appliance.server.logging import configure_logging
 
-__all__ = ["serve"]
+__all__ = ["GRACEFUL_SHUTDOWN_S", "serve"]
 
 log = structlog.get_logger("appliance.serve")
+
+# After the drain: what uvicorn gives the connections still open (worker-wide routes; an inference request
+# still running past DRAIN_TIMEOUT_S) before cancelling them.
+GRACEFUL_SHUTDOWN_S = 5
+_STARTUP_FAILURE = 3  # uvicorn.run's exit status when the server never started
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, except that a stop signal first drains: uvicorn's own shutdown closes the listening socket at
+    once, and go-livepeer would see new requests refused or reset instead of a status it can decode. A second
+    SIGINT still forces the exit, as in uvicorn."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self._drain_until: float | None = None
+
+    async def on_tick(self, counter: int) -> bool:
+        stop = await super().on_tick(counter)
+        if not stop or self.force_exit:
+            return stop
+        now = time.monotonic()
+        if self._drain_until is None:  # the first tick after the signal
+            self._drain_until = now + DRAIN_TIMEOUT_S
+            self.drain.draining = True
+            log.info("draining", in_flight=self.drain.in_flight, timeout_s=DRAIN_TIMEOUT_S)
+        if self.drain.in_flight and now < self._drain_until:
+            return False
+        log.info("drained", in_flight=self.drain.in_flight)  # 0 unless the timeout ran out
+        return True
 
 
 def _is_loopback(host: str) -> bool:
@@ -33,21 +66,25 @@ def serve(node: Node, catalog: Catalog, *, instance: WorkerInstance, listen: tup
         if node.orchestrator.byoc_url
         else None
     )
-    app = create_app(runtime, token=token, orch_secret=orch_secret, instance=instance)
+    drain = Drain()
+    app = create_app(runtime, token=token, orch_secret=orch_secret, instance=instance, drain=drain)
     host, port = listen
     if token is None and not _is_loopback(host):
         log.warning(
             "listening beyond loopback without a bearer token: anyone who can reach it can use it",
             listen=f"{host}:{port}",
         )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
     )
-    return 0
+    server = _DrainingServer(config, drain)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises SIGINT once it has shut down
+        server.run()  # and SIGTERM likewise: the process ends by it, which systemd counts as a clean stop
+    return 0 if server.started else _STARTUP_FAILURE

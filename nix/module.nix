@@ -282,6 +282,10 @@ in
               description = "Largest request body the worker accepts.";
               example = 33554432;
             };
+            body_timeout_seconds = field worker.body_timeout_seconds {
+              description = "Seconds a request's whole body may take to arrive; a slower upload is answered 400 and its connection closed.";
+              example = 60.0;
+            };
             max_image_pixels = field worker.max_image_pixels {
               description = "Largest decoded image (width × height) the worker accepts.";
               example = 16777216;
@@ -331,6 +335,32 @@ in
                   warm = field model.warm {
                     description = "Run one inference at start-up, so the first request pays no lazy initialisation.";
                     example = false;
+                  };
+                  batch = mkOption {
+                    type = types.nullOr (
+                      types.submodule {
+                        options = {
+                          max_size = mkOption {
+                            type = types.ints.between model.batch.fields.max_size.min model.batch.fields.max_size.max;
+                            description = "Largest batch (requests stacked into one model run); at most capacity.";
+                            example = 4;
+                          };
+                          max_wait_ms = field model.batch.fields.max_wait_ms {
+                            description = "How long a batch's first request waits for others to join it.";
+                            example = 2.5;
+                          };
+                        };
+                      }
+                    );
+                    default = model.batch.default;
+                    description = ''
+                      Dynamic batching; null (the default) turns it off. Only for models whose manifest declares a
+                      dynamic batch dimension. On the CPU it costs throughput and latency (bench/batching.py).
+                    '';
+                    example = {
+                      max_size = 4;
+                      max_wait_ms = 5;
+                    };
                   };
                 };
               }

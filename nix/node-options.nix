@@ -39,6 +39,11 @@
       min = 1024;
       max = 1073741824;
     };
+    body_timeout_seconds = {
+      default = 30.0;
+      min = 0.1;
+      max = 3600.0;
+    };
     max_image_pixels = {
       default = 4194304;
       min = 64;
@@ -82,6 +87,21 @@
       max = 256;
     };
     warm.default = true;
+    # A table (null: off). `fields` lists its own fields, in the same terms; tests/test_nix.py checks them too.
+    batch = {
+      default = null;
+      fields = {
+        max_size = {
+          min = 2;
+          max = 64;
+        };
+        max_wait_ms = {
+          default = 5.0;
+          min = 0.1;
+          max = 1000.0;
+        };
+      };
+    };
   };
 
   orchestrator = {

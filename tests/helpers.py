@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import numpy as np
 import yaml
@@ -98,4 +106,67 @@ def _toml(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
+    if isinstance(value, dict):  # an inline table
+        return "{ " + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items()) + " }"
     return str(value)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServedWorker:
+    """A real ``lpa serve`` process on loopback (what systemd runs), its stdout and stderr together in ``log``."""
+
+    def __init__(self, directory: Path, model_dir: Path, models: list[dict[str, Any]], **worker: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = directory / "worker.log"
+        node = write_node(
+            directory / "node.toml", model_dir=model_dir, models=models, listen=f"127.0.0.1:{self.port}", **worker
+        )
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "appliance.cli", "serve", "--node", str(node)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def wait_ready(self, headers: dict[str, str] | None = None, timeout: float = 120) -> None:
+        """Until ``/health`` answers something other than LOADING (polled: the only sign across processes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                response = httpx.get(f"{self.url}/health", headers=headers, timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.05)
+                continue
+            assert response.status_code == 200, f"/health answered {response.status_code} (its token?)"
+            status = response.json()["status"]
+            if status != "LOADING":
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the worker never became ready; its log:\n{self.log.read_text()}")
+
+    def records(self) -> list[dict[str, Any]]:
+        """Its JSON log lines so far (whole lines only: the process may be writing the last one)."""
+        lines = self.log.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def wait_for_log(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
+        """The first log record ``predicate`` accepts, once the worker has written it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((record for record in self.records() if predicate(record)), None)
+            if found is not None:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"no such log record within {timeout} s; the log:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -64,6 +64,16 @@ def test_defaults_are_safe() -> None:
             "[worker]\nmax_image_pixels = 1\n" + MINIMAL,
             "at `$.worker.max_image_pixels`",
         ),
+        (
+            "no time at all for a request body",
+            "[worker]\nbody_timeout_seconds = 0\n" + MINIMAL,
+            "Expected `float` >= 0.1 - at `$.worker.body_timeout_seconds`",
+        ),
+        (
+            "a request body timeout as a string",
+            '[worker]\nbody_timeout_seconds = "30s"\n' + MINIMAL,
+            "Expected `float`, got `str` - at `$.worker.body_timeout_seconds`",
+        ),
     ],
 )
 def test_errors_name_the_file_and_path(description: str, text: str, expected: str) -> None:

@@ -88,9 +88,44 @@ def test_upscale_without_seed_answers_a_seed(shared_client: TestClient[Any]) -> 
 
 def test_declared_statuses_are_the_contracts() -> None:
     """The statuses the worker narrows its upscale answers to are exactly those the contract lists."""
-    from appliance.server.routes import CONTRACT_STATUSES, INFO_STATUSES  # noqa: PLC0415
+    from appliance.server.errors import CONTRACT_STATUSES, INFO_STATUSES  # noqa: PLC0415
 
     assert {int(s) for s in contract()["paths"]["/upscale"]["post"]["responses"]} == CONTRACT_STATUSES
     for route in ("/health", "/version", "/hardware/info", "/hardware/stats"):
         listed = {int(s) for s in contract()["paths"][route]["get"]["responses"]}
         assert listed <= INFO_STATUSES
+
+
+def test_the_workers_openapi_document_lists_every_route_and_agrees_with_the_contract(
+    shared_client: TestClient[Any],
+) -> None:
+    """``GET /openapi.json``: every route the app serves (trailing-slash twins aside) is documented, and the
+    contract routes say what the contract says (statuses, the upscale form's fields and required ones)."""
+    response = shared_client.get("/openapi.json")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    document = response.json()
+    served = {
+        (method.lower(), route.path)
+        for route in shared_client.app.routes
+        for method in getattr(route, "methods", ())
+        if method not in ("HEAD", "OPTIONS") and not route.path.endswith("/")
+    }
+    documented = {(method, path) for path, operations in document["paths"].items() for method in operations}
+    assert documented == served
+
+    upscale = document["paths"][f"{UPSCALE}/upscale"]["post"]
+    theirs = contract()["paths"]["/upscale"]["post"]
+    assert set(upscale["responses"]) == set(theirs["responses"])
+    form = upscale["requestBody"]["content"]["multipart/form-data"]["schema"]
+    their_form = contract()["components"]["schemas"]["Body_genUpscale"]
+    assert set(form["properties"]) == set(their_form["properties"])
+    assert sorted(form["required"]) == sorted(their_form["required"])
+    for name, field in their_form["properties"].items():
+        assert (form["properties"][name]["type"], form["properties"][name].get("format")) == (
+            field["type"],
+            field.get("format"),
+        ), name
+    for route in ("/health", "/version", "/hardware/info", "/hardware/stats"):
+        for base in ("", UPSCALE):
+            ours = document["paths"][base + route]["get"]["responses"]
+            assert set(contract()["paths"][route]["get"]["responses"]) <= set(ours), base + route

@@ -5,11 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.helpers import GRACE_HOPPER, assert_contract_response, golivepeer_multipart, write_node
+from tests.helpers import GRACE_HOPPER, ServedWorker, assert_contract_response, golivepeer_multipart
 
 pytestmark = pytest.mark.e2e
 
@@ -31,50 +27,25 @@ ENTRIES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class Worker(ServedWorker):
+    """The real worker, and a client that sends the token as go-livepeer does."""
 
-
-class Worker:
-    def __init__(self, process: subprocess.Popen[str], base_url: str, log: Path) -> None:
-        self.process, self.base_url, self.log = process, base_url, log
-        self.client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    def __init__(self, directory: Path, model_dir: Path) -> None:
+        token_file = directory / "token"
+        token_file.write_text(TOKEN + "\n")
+        token_file.chmod(0o600)
+        super().__init__(directory, model_dir, ENTRIES, token_file=str(token_file), intra_op_threads=2)
+        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
 
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Worker]:
-    directory = tmp_path_factory.mktemp("e2e")
-    token_file = directory / "token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
-    port = _free_port()
-    node = write_node(
-        directory / "node.toml",
-        model_dir=model_dir,
-        models=ENTRIES,
-        token_file=str(token_file),
-        listen=f"127.0.0.1:{port}",
-        intra_op_threads=2,
-    )
-    log = directory / "worker.log"
-    with log.open("w") as log_handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "appliance.cli", "serve", "--node", str(node)],
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    worker = Worker(process, f"http://127.0.0.1:{port}", log)
+    worker = Worker(tmp_path_factory.mktemp("e2e"), model_dir)
     try:
         yield worker
     finally:
         worker.client.close()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        worker.stop()
 
 
 def _startup_statuses(worker: Worker) -> list[str]:

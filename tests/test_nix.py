@@ -337,6 +337,38 @@ def test_node_options_match_every_field_of_the_appliance_structs() -> None:
     assert {f.name for f in mi.type_info(Node).fields} == set(schema)
 
 
+def _table_struct(kind: Any) -> mi.StructType | None:
+    """The struct of a field that is a table (or an optional one), else None."""
+    if isinstance(kind, mi.UnionType):
+        kinds = [k for k in kind.types if not isinstance(k, mi.NoneType)]
+        return _table_struct(kinds[0]) if len(kinds) == 1 else None
+    return kind if isinstance(kind, mi.StructType) else None
+
+
+def test_node_options_list_the_fields_of_nested_tables() -> None:
+    """A field that is a table (`models[].batch`) lists its own fields in node-options.nix, checked the same way."""
+    schema = node_options()
+    nested = 0
+    for section, struct in SECTIONS.items():
+        for outer in mi.type_info(struct).fields:
+            table = _table_struct(outer.type)
+            if table is None:
+                assert "fields" not in schema[section].get(outer.name, {}), f"{section}.{outer.name} is no table"
+                continue
+            nested += 1
+            declared = schema[section][outer.name]["fields"]
+            assert set(declared) == {f.name for f in table.fields}, f"{section}.{outer.name}"
+            for field in table.fields:
+                spec, where = declared[field.name], f"{section}.{outer.name}.{field.name}"
+                if field.required:
+                    assert "default" not in spec, f"{where} is required in Python"
+                else:
+                    assert spec["default"] == _python_default(field), where
+                got = {key: spec[key] for key in ("choices", "min", "max", "itemMin", "itemMax") if key in spec}
+                assert got == _python_field_facts(field.type), where
+    assert nested >= 1
+
+
 @functools.cache
 def module_options() -> list[dict[str, Any]]:
     """nix/module.nix's option declarations, evaluated with a stand-in lib (nix/tests/lib-stub.nix)."""

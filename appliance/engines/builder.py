@@ -122,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(args[0]).read_text())
     try:
         engine = _build(spec)
+        Path(spec["out"]).write_bytes(engine)  # a full disk is a failed build too, reported the same way
     except Exception as exc:  # a failed build is reported to the parent, which decides what to do
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return 1
-    Path(spec["out"]).write_bytes(engine)
     print(json.dumps({"bytes": len(engine)}))
     return 0
 

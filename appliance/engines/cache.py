@@ -165,49 +165,61 @@ class EngineCache:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def build(self, engine: PlannedEngine, onnx_path: Path) -> BuildResult:
-        """Make the engine present and valid; never leaves a partial engine or a record without its engine."""
+        """Make the engine present and valid; never leaves a partial engine or a record without its engine.
+
+        A write that fails (a full disk) is a failed build with the reason, and removes what it wrote.
+        """
         path = self.path_for(engine)
         started = time.perf_counter()
         with self._lock(engine):
             if self.refusal(engine) is None:
                 return BuildResult(engine, "present", path, 0.0)
-            with tempfile.TemporaryDirectory(dir=self.directory) as workdir:
-                out = Path(workdir) / "engine"
-                spec = {
-                    "flavour": self.flavour,
-                    "onnx": str(onnx_path),
-                    "out": str(out),
-                    "precision": engine.key.precision,
-                    "major": engine.gpu.major,
-                    "minor": engine.gpu.minor,
-                    "optimization_level": engine.key.optimization_level,
-                    "hardware_compatibility": engine.key.hardware_compatibility,
-                    "profiles": [dataclasses.asdict(p) for p in engine.key.profiles],
-                    "timing_cache": str(self.timing_cache_for(engine)),
-                }
-                (Path(workdir) / "spec.json").write_text(json.dumps(spec))
-                process = subprocess.run(  # noqa: S603 (our own module, fixed arguments; a fresh process: builder.py)
-                    [sys.executable, "-m", "appliance.engines.builder", str(Path(workdir) / "spec.json")],
-                    capture_output=True,
-                    text=True,
-                    timeout=_BUILD_TIMEOUT_S,
-                    check=False,
-                )
-                seconds = time.perf_counter() - started
-                if process.returncode != 0 or not out.is_file():
-                    reason = _builder_error(process)
-                    return BuildResult(engine, "failed", path, seconds, reason)
-                data = out.read_bytes()
-            write_bytes_atomically(path, data)
-            record = {
-                **self._expected_record(engine),
-                "engine_sha256": sha256_file(path),
-                "engine_bytes": len(data),
-                "build_seconds": round(seconds, 3),
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            try:
+                return self._build_locked(engine, onnx_path, path, started)
+            except OSError as exc:
+                for written in (path, path.with_suffix(".json")):  # an engine without its record, or the reverse
+                    written.unlink(missing_ok=True)
+                reason = f"could not write into {self.directory}: {exc.strerror or exc}"
+                return BuildResult(engine, "failed", path, time.perf_counter() - started, reason)
+
+    def _build_locked(self, engine: PlannedEngine, onnx_path: Path, path: Path, started: float) -> BuildResult:
+        with tempfile.TemporaryDirectory(dir=self.directory) as workdir:
+            out = Path(workdir) / "engine"
+            spec = {
+                "flavour": self.flavour,
+                "onnx": str(onnx_path),
+                "out": str(out),
+                "precision": engine.key.precision,
+                "major": engine.gpu.major,
+                "minor": engine.gpu.minor,
+                "optimization_level": engine.key.optimization_level,
+                "hardware_compatibility": engine.key.hardware_compatibility,
+                "profiles": [dataclasses.asdict(p) for p in engine.key.profiles],
+                "timing_cache": str(self.timing_cache_for(engine)),
             }
-            write_bytes_atomically(path.with_suffix(".json"), (json.dumps(record, indent=2) + "\n").encode())
-            return BuildResult(engine, "built", path, seconds)
+            (Path(workdir) / "spec.json").write_text(json.dumps(spec))
+            process = subprocess.run(  # noqa: S603 (our own module, fixed arguments; a fresh process: builder.py)
+                [sys.executable, "-m", "appliance.engines.builder", str(Path(workdir) / "spec.json")],
+                capture_output=True,
+                text=True,
+                timeout=_BUILD_TIMEOUT_S,
+                check=False,
+            )
+            seconds = time.perf_counter() - started
+            if process.returncode != 0 or not out.is_file():
+                reason = _builder_error(process)
+                return BuildResult(engine, "failed", path, seconds, reason)
+            data = out.read_bytes()
+        write_bytes_atomically(path, data)
+        record = {
+            **self._expected_record(engine),
+            "engine_sha256": sha256_file(path),
+            "engine_bytes": len(data),
+            "build_seconds": round(seconds, 3),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_bytes_atomically(path.with_suffix(".json"), (json.dumps(record, indent=2) + "\n").encode())
+        return BuildResult(engine, "built", path, seconds)
 
     def records(self) -> list[tuple[Path, dict[str, Any]]]:
         found = []

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from appliance.backends.base import Backend
-from appliance.catalog import DepthParams, Manifest, SegmentationParams, StyleTransferParams, UpscaleParams
+from appliance.catalog import (
+    Capability,
+    DepthParams,
+    Manifest,
+    SegmentationParams,
+    StyleTransferParams,
+    UpscaleParams,
+)
 from appliance.pipelines.base import NoOptions, Pipeline
 from appliance.pipelines.depth import DepthOptions, DepthPipeline
 from appliance.pipelines.segmentation import SegmentationOptions, SegmentationPipeline
@@ -13,12 +22,21 @@ from appliance.pipelines.style_transfer import StyleTransferPipeline
 from appliance.pipelines.upscale import UpscalePipeline
 
 __all__ = [
+    "OPTIONS",
     "DepthOptions",
     "NoOptions",
     "Pipeline",
     "SegmentationOptions",
     "create_pipeline",
 ]
+
+# The per-request options each capability's pipeline takes (known before any model loads: the OpenAPI document).
+OPTIONS: dict[Capability, type[msgspec.Struct]] = {
+    "upscale": UpscalePipeline.options_type,
+    "segmentation": SegmentationPipeline.options_type,
+    "depth": DepthPipeline.options_type,
+    "style-transfer": StyleTransferPipeline.options_type,
+}
 
 
 def create_pipeline(manifest: Manifest, backend: Backend) -> Pipeline[Any, Any]:

@@ -20,9 +20,12 @@ from appliance.notify import notify
 from appliance.priority import lower_thread_priority
 from appliance.runtime import Runtime
 from appliance.server.auth import bearer_guard
+from appliance.server.body import BodyDeadlineMiddleware
+from appliance.server.drain import Drain
 from appliance.server.errors import handle_error
-from appliance.server.logging import RequestLogMiddleware
+from appliance.server.logging import RequestLogMiddleware, redact
 from appliance.server.metrics import Metrics
+from appliance.server.openapi import openapi_document
 from appliance.server.routes import EntryRoutes, worker_routes
 
 __all__ = ["create_app"]
@@ -61,18 +64,23 @@ def create_app(
     orch_secret: str | None = None,
     instance: WorkerInstance | None = None,
     load_in_background: bool = True,
+    drain: Drain | None = None,
 ) -> Litestar:
     """The worker app. Models load in a background thread at start-up; ``/health`` says LOADING meanwhile.
 
     ``instance``: which of the node's worker instances this is (its URL goes into BYOC registrations);
-    default the first.
+    default the first. ``drain``: what ``lpa serve`` sets on SIGTERM (server/drain.py); default a fresh one.
     """
     url = (instance or instance_for(runtime.node, None)).url
+    redact(token)  # neither secret may reach a log line, whatever carries it there (server/logging.py)
+    redact(orch_secret)
     metrics = Metrics()
     for entry in runtime.entries:
         metrics.model_state.labels(entry.label, "LOADING").set(1)
-    entries = [EntryRoutes(entry, runtime, metrics) for entry in runtime.entries]
-    handlers = [h for e in entries for h in e.handlers()] + worker_routes(runtime, metrics, entries)
+    drain = drain or Drain()
+    entries = [EntryRoutes(entry, runtime, metrics, drain) for entry in runtime.entries]
+    document = openapi_document(runtime.entries, secured=token is not None)
+    handlers = [h for e in entries for h in e.handlers()] + worker_routes(runtime, metrics, entries, document)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -106,7 +114,10 @@ def create_app(
         route_handlers=handlers,
         guards=[bearer_guard(token)] if token else [],
         exception_handlers={Exception: handle_error},
-        middleware=[DefineMiddleware(RequestLogMiddleware, metrics=metrics)],
+        middleware=[
+            DefineMiddleware(RequestLogMiddleware, metrics=metrics),
+            DefineMiddleware(BodyDeadlineMiddleware, timeout_s=runtime.node.worker.body_timeout_seconds),
+        ],
         lifespan=[lifespan],
         request_max_body_size=runtime.node.worker.max_body_bytes,
         state=State({"max_body_bytes": runtime.node.worker.max_body_bytes, "metrics": metrics}),

@@ -16,7 +16,12 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 __all__ = [
+    "BYOC_STATUSES",
+    "CONTRACT_STATUSES",
+    "INFO_STATUSES",
     "BadRequest",
+    "BodyTimeout",
+    "ClientDisconnected",
     "InferenceFailed",
     "InsufficientCapacity",
     "ModelUnavailable",
@@ -33,6 +38,11 @@ log = structlog.get_logger("appliance.server")
 
 # Statuses a route without its own list may answer (the worker's own routes).
 _DEFAULT_STATUSES = frozenset({200, 400, 401, 404, 405, 413, 415, 422, 500})
+# The statuses the contract lists for its generate routes (``/upscale``), for its GET routes (plus 401 and 500,
+# which ai-runner answers there too), and what the routes go-livepeer reaches through BYOC may answer.
+CONTRACT_STATUSES = frozenset({200, 400, 401, 422, 500})
+INFO_STATUSES = frozenset({200, 401, 500})
+BYOC_STATUSES = frozenset({200, 400, 401, 413, 415, 422, 500})
 
 
 class RunnerError(Exception):
@@ -47,6 +57,20 @@ class RunnerError(Exception):
 class BadRequest(RunnerError):
     status_code = 400
     reason = "bad_request"
+
+
+class BodyTimeout(BadRequest):
+    """The request body did not arrive in time (a slow or stalled upload). Answered with ``Connection: close``:
+    the rest of the body is never read."""
+
+    reason = "body_timeout"
+
+
+class ClientDisconnected(BadRequest):
+    """The client went away before its request body ended. Nobody reads the answer; this keeps the metrics and
+    the log from counting the client's disconnect as the worker's own 500."""
+
+    reason = "client_disconnected"
 
 
 class Unauthorized(RunnerError):
@@ -121,6 +145,8 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
             status, body = exc.status_code, {"detail": {"msg": exc.msg}}
             if isinstance(exc, Unauthorized):
                 headers["WWW-Authenticate"] = "Bearer"
+            elif isinstance(exc, BodyTimeout):
+                headers["Connection"] = "close"
         case HTTPException() if exc.status_code == 413:  # Litestar's body-size guard
             limit = request.app.state.get("max_body_bytes")
             status, body = (

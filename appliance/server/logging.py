@@ -11,6 +11,8 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 from litestar.enums import ScopeType
@@ -19,9 +21,36 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from appliance.server.errors import route_name
 from appliance.server.metrics import Metrics
 
-__all__ = ["RequestLogMiddleware", "configure_logging"]
+__all__ = ["RequestLogMiddleware", "configure_logging", "redact"]
 
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
+
+# Secrets this process holds (the bearer token, the orchestrator secret): replaced in every log line, whatever
+# carried them there (a client sending the token as its X-Request-ID, an exception message quoting it).
+_SECRETS: set[str] = set()
+_REDACTED = "[redacted]"
+
+
+def redact(secret: str | None) -> None:
+    """Never log ``secret``: from now on it is replaced in every log line, by loggers made before too."""
+    if secret:
+        _SECRETS.add(secret)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _SECRETS:
+            value = value.replace(secret, _REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {key: _scrub(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(item) for item in value]
+    return value
+
+
+def _redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    return {key: _scrub(value) for key, value in event.items()} if _SECRETS else event
 
 
 def configure_logging(level: str = "info") -> None:
@@ -32,6 +61,7 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             # Tracebacks as data, without local variables: a frame's locals can hold the request's bytes.
             structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
+            _redact_secrets,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 class Metrics:
@@ -23,6 +24,13 @@ class Metrics:
             "Decode + model + encode time",
             ["model"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(  # only models with `batch` set: one observation per graph call
+            "lpa_batch_size",
+            "Requests (rows) per model run of a batching model",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.in_flight = Gauge("lpa_in_flight", "Inferences running", ["model"], registry=r)

@@ -19,11 +19,16 @@ from litestar.handlers import HTTPRouteHandler
 
 from appliance import __version__
 from appliance.backends import BackendError, BackendInputError
+from appliance.batching import caller
 from appliance.gpu import probe_gpus
 from appliance.imaging import ImageError, data_url, decode_image, encode_png
 from appliance.runtime import ModelState, Runtime, ServedEntry
 from appliance.server.capacity import CapacityLimiter, Timing
+from appliance.server.drain import Drain
 from appliance.server.errors import (
+    BYOC_STATUSES,
+    CONTRACT_STATUSES,
+    INFO_STATUSES,
     BadRequest,
     InferenceFailed,
     InsufficientCapacity,
@@ -48,11 +53,6 @@ from appliance.server.schemas import (
 __all__ = ["EntryRoutes", "worker_routes"]
 
 log = structlog.get_logger("appliance.server")
-
-# The statuses the contract lists for its generate routes; answers are narrowed to these (see errors.py).
-CONTRACT_STATUSES = frozenset({200, 400, 401, 422, 500})
-INFO_STATUSES = frozenset({200, 401, 500})
-BYOC_STATUSES = frozenset({200, 400, 401, 413, 415, 422, 500})
 
 
 def _paths(path: str) -> list[str]:
@@ -119,8 +119,8 @@ def info_handlers(
 class EntryRoutes:
     """The routes of one served entry, and the admission + inference path they share."""
 
-    def __init__(self, entry: ServedEntry, runtime: Runtime, metrics: Metrics) -> None:
-        self.entry, self.runtime, self.metrics = entry, runtime, metrics
+    def __init__(self, entry: ServedEntry, runtime: Runtime, metrics: Metrics, drain: Drain) -> None:
+        self.entry, self.runtime, self.metrics, self.drain = entry, runtime, metrics, drain
         config = entry.config
         self.limiter = CapacityLimiter(
             config.served_id,
@@ -129,6 +129,8 @@ class EntryRoutes:
             niceness=runtime.node.worker.inference_niceness,
         )
         self.model_label = entry.label
+        if config.batch is not None:  # lpa_batch_size exists only for models that batch
+            entry.on_batch = metrics.batch_size.labels(self.model_label).observe
 
     # --- the shared inference path -------------------------------------------------------------------------
 
@@ -156,7 +158,9 @@ class EntryRoutes:
                 except ImageError as exc:
                     raise BadRequest(str(exc)) from None
                 try:
-                    png = encode_png(pipeline.process(image, options))
+                    with caller(entry.batcher):  # this request may join a batch until its pipeline is done
+                        output = pipeline.process(image, options)
+                    png = encode_png(output)
                 except BackendInputError as exc:  # the request is outside what the model's engine accepts
                     raise BadRequest(f"model {entry.config.served_id!r}: {exc}") from None
                 except BackendError as exc:
@@ -202,25 +206,27 @@ class EntryRoutes:
 
     def _upscale(self) -> Callable[[Request[Any, Any, Any]], Any]:
         async def upscale(request: Request[Any, Any, Any]) -> Response[bytes]:
-            upload = await read_upload(request, file_field="image", allow_raw=False)
-            form = decode_fields(upload.fields, UpscaleForm)
-            self.check_model_id(form.model_id)
-            seed = form.seed if form.seed is not None else secrets.randbelow(2**32)
-            # The contract's prompt and steps mean nothing to a 2× net: no options reach the pipeline.
-            body = await self.infer(upload, {}, lambda png: _image_response(png, seed))
+            with self.drain.request():  # refused as busy while the worker stops; counted in flight otherwise
+                upload = await read_upload(request, file_field="image", allow_raw=False)
+                form = decode_fields(upload.fields, UpscaleForm)
+                self.check_model_id(form.model_id)
+                seed = form.seed if form.seed is not None else secrets.randbelow(2**32)
+                # The contract's prompt and steps mean nothing to a 2× net: no options reach the pipeline.
+                body = await self.infer(upload, {}, lambda png: _image_response(png, seed))
             return Response(content=body, media_type="application/json", status_code=200)
 
         return upscale
 
     def _byoc(self) -> Callable[[Request[Any, Any, Any]], Any]:
         async def run_capability(request: Request[Any, Any, Any]) -> Response[bytes]:
-            upload = await read_upload(request, file_field="image", allow_raw=True)
-            fields = dict(upload.fields)
-            self.check_model_id(fields.pop("model_id", ""))
-            if request.accept.best_match(["application/json", "image/png"]) == "image/png":
-                png = await self.infer(upload, fields, lambda png: png)
-                return Response(content=png, media_type="image/png", status_code=200)
-            body = await self.infer(upload, fields, lambda png: _image_response(png, 0))
+            with self.drain.request():
+                upload = await read_upload(request, file_field="image", allow_raw=True)
+                fields = dict(upload.fields)
+                self.check_model_id(fields.pop("model_id", ""))
+                if request.accept.best_match(["application/json", "image/png"]) == "image/png":
+                    png = await self.infer(upload, fields, lambda png: png)
+                    return Response(content=png, media_type="image/png", status_code=200)
+                body = await self.infer(upload, fields, lambda png: _image_response(png, 0))
             return Response(content=body, media_type="application/json", status_code=200)
 
         return run_capability
@@ -231,10 +237,14 @@ def _image_response(png: bytes, seed: int) -> bytes:
     return msgspec.json.encode(ImageResponse(images=[Media(url=data_url(png), seed=seed, nsfw=False)]))
 
 
-def worker_routes(runtime: Runtime, metrics: Metrics, entries: list[EntryRoutes]) -> list[HTTPRouteHandler]:
-    """Worker-wide routes: aggregate ``/health``, ``/version``, ``/hardware/*``, ``/models``, ``/metrics``."""
+def worker_routes(
+    runtime: Runtime, metrics: Metrics, entries: list[EntryRoutes], openapi: dict[str, Any]
+) -> list[HTTPRouteHandler]:
+    """Worker-wide routes: aggregate ``/health``, ``/version``, ``/hardware/*``, ``/models``, ``/metrics``, and
+    ``/openapi.json`` (``openapi``, server/openapi.py)."""
+    statuses = {"statuses": INFO_STATUSES}
 
-    @get(_paths("/models"), name="models", sync_to_thread=False)
+    @get(_paths("/models"), name="models", sync_to_thread=False, opt=statuses)
     def models() -> list[ModelStatus]:
         return [
             ModelStatus(
@@ -256,12 +266,18 @@ def worker_routes(runtime: Runtime, metrics: Metrics, entries: list[EntryRoutes]
             for e in entries
         ]
 
-    @get(_paths("/metrics"), name="metrics", sync_to_thread=False)
+    @get(_paths("/metrics"), name="metrics", sync_to_thread=False, opt=statuses)
     def prometheus() -> Response[bytes]:
         for routes in entries:  # slot gauges are read from the limiters at scrape time, never stale
             metrics.in_flight.labels(routes.model_label).set(routes.limiter.running)
             metrics.queued.labels(routes.model_label).set(routes.limiter.waiting)
         return Response(content=metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    document = msgspec.json.encode(openapi)
+
+    @get(_paths("/openapi.json"), name="openapi", sync_to_thread=False, opt=statuses)
+    def openapi_json() -> Response[bytes]:
+        return Response(content=document, media_type="application/json")
+
     aggregate = info_handlers("", "", pipeline="", model_id="", status=lambda: runtime.state)
-    return [*aggregate, models, prometheus]
+    return [*aggregate, models, prometheus, openapi_json]

@@ -7,8 +7,12 @@ from typing import Annotated, Literal
 import msgspec
 
 __all__ = [
+    "APIError",
+    "FieldError",
     "GPUComputeInfo",
     "GPUUtilizationInfo",
+    "HTTPError",
+    "HTTPValidationError",
     "HardwareInformation",
     "HardwareStats",
     "HealthCheck",
@@ -100,3 +104,25 @@ class UpscaleForm(msgspec.Struct):
     safety_check: bool = True
     seed: int | None = None
     num_inference_steps: Annotated[int, msgspec.Meta(ge=1)] = 75
+
+
+class APIError(msgspec.Struct):
+    msg: str
+
+
+class HTTPError(msgspec.Struct):
+    """Every error answer but 422 (errors.py builds it)."""
+
+    detail: APIError
+
+
+class FieldError(msgspec.Struct):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class HTTPValidationError(msgspec.Struct):
+    """422, in FastAPI's shape (the contract's ``HTTPValidationError``)."""
+
+    detail: list[FieldError]
