@@ -145,10 +145,11 @@ def print_header(report: Mapping[str, Any]) -> None:
         f"\nbench/peers: {m['cpu']}, {m['usable_cores']} cores, python {m['python']}, onnxruntime {m['onnxruntime']}; "
         f"peers: {', '.join(f'{k} {v}' for k, v in (m.get('peers') or {}).items() if v) or 'not installed'}"
     )
-    skewed = report["cpu_busy_before_run"] > 0.10 or before[0] > 0.5 or after[0] > 0.5 * (m["usable_cores"] or 1) + 1
+    skewed = report["cpu_busy_before_run"] > 0.10 or before[0] > 0.5
     print(
-        f"load average before {before[0]:.2f} / after {_f(after[0], 2)} (CPU {report['cpu_busy_before_run']:.0%} busy "
-        f"before){': OTHER WORK WAS RUNNING, THE NUMBERS ARE SKEWED' if skewed else ''}"
+        f"load average before {before[0]:.2f} (CPU {report['cpu_busy_before_run']:.0%} busy), after {_f(after[0], 2)} "
+        f"(the after value includes this run's own servers and clients)"
+        f"{': OTHER WORK WAS RUNNING BEFORE THE RUN, THE NUMBERS ARE SKEWED' if skewed else ''}"
     )
 
 

@@ -344,7 +344,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="one case (waifu2x 256²), few requests: a few minutes")
-    parser.add_argument("--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS), help="which servers")
+    parser.add_argument(
+        "--servers", nargs="+", choices=list(SERVERS), help="which servers (default all; quick: all but lpa-nice0)"
+    )
     parser.add_argument("--cases", nargs="+", metavar="MODEL:SIZE", help=f"default {' '.join(CASES)}")
     parser.add_argument("--repeat", type=int, help="sequential requests per case for p50/p99 (default 8; quick 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed requests per case (the first is checked)")
@@ -382,6 +384,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     args.cases = args.cases or list(QUICK_CASES if args.quick else CASES)
+    args.servers = args.servers or [key for key in SERVERS if not (args.quick and key == "lpa-nice0")]
     for case in [*args.cases, args.health_case]:
         model, _, size = case.partition(":")
         if model not in CATALOG.manifests or not size.isdigit():
