@@ -45,7 +45,7 @@ class _DrainingServer(uvicorn.Server):
         now = time.monotonic()
         if self._drain_until is None:  # the first tick after the signal
             self._drain_until = now + DRAIN_TIMEOUT_S
-            self.drain.draining = True
+            self.drain.start()
             log.info("draining", in_flight=self.drain.in_flight, timeout_s=DRAIN_TIMEOUT_S)
         if self.drain.in_flight and now < self._drain_until:
             return False

@@ -275,7 +275,7 @@ in
               example = 4;
             };
             inference_niceness = field worker.inference_niceness {
-              description = "Added to the nice value of inference threads, so that the HTTP loop stays responsive.";
+              description = "Added to the nice value of inference threads, to favour the HTTP loop over inference.";
               example = 5;
             };
             max_body_bytes = field worker.max_body_bytes {

@@ -30,7 +30,7 @@
       max = 256;
     };
     inference_niceness = {
-      default = 10;
+      default = 0;
       min = 0;
       max = 19;
     };

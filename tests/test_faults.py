@@ -179,6 +179,60 @@ def test_slow_upload_is_cut_by_the_body_timeout_and_holds_no_slot(worker: Served
     _serves_with_no_slot_held(worker)
 
 
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(head, body) of one HTTP/1.1 response with a Content-Length, read from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed before the response's head: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed in the middle of the response's body"
+        body += chunk
+    return head, body
+
+
+@pytest.mark.e2e
+def test_busy_refusal_comes_before_the_upload_is_parsed_and_keeps_the_connection(worker: ServedWorker) -> None:
+    """With every slot and queue place taken, a request is refused as busy without its form being parsed (a
+    malformed 4 MiB form gets the busy answer, not a 422), its body is still read to the end, so the answer
+    arrives instead of a reset, and the same connection serves the next request."""
+    results: dict[str, int] = {}
+
+    def send(name: str) -> None:
+        results[name] = _post_upscale(worker.url, 320).status_code
+
+    senders = {name: threading.Thread(target=send, args=(name,)) for name in ("running", "queued")}
+    senders["running"].start()
+    _until(lambda: _slots(worker) == (1, 0), "the first inference to start")
+    senders["queued"].start()
+    _until(lambda: _slots(worker) == (1, 1), "the second request to queue")
+    body = b"not a multipart form at all " * (4 * 1024 * 1024 // 28)
+    head = (
+        f"POST {UPSCALE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+        f"Content-Length: {len(body)}\r\nX-Request-ID: busy-early\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=30) as sock:
+        sock.sendall(head + body)
+        refused_head, refused = _read_response(sock)
+        assert refused_head.startswith(b"HTTP/1.1 500 "), refused_head
+        assert refused == b'{"detail":{"msg":"insufficient capacity: all slots and queue places are busy"}}'
+        assert b"connection: close" not in refused_head.lower()
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # the same connection, still in step
+        health_head, health = _read_response(sock)
+        assert health_head.startswith(b"HTTP/1.1 200 ") and health == b'{"status":"OK"}'
+    for sender in senders.values():
+        sender.join()
+    assert results == {"running": 200, "queued": 200}
+    assert _access(worker, "busy-early")["status"] == 500
+    _serves_with_no_slot_held(worker)
+
+
 def test_the_drain_fits_the_worker_units_stop_timeout() -> None:
     """systemd kills the worker TimeoutStopSec after SIGTERM: the drain, uvicorn's grace and the shutdown hooks
     (at least 5 s of margin) must fit."""
@@ -223,8 +277,12 @@ def test_sigterm_drains_in_flight_requests_refuses_new_ones_as_busy_and_exits_in
     stopped_in = time.monotonic() - stopped_at
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM once shut down: a clean stop for systemd
     assert stopped_in < 45, f"stopped in {stopped_in:.1f} s, past the unit's TimeoutStopSec"
-    events = [r.get("event") for r in worker.records()]
-    refused_at = [i for i, r in enumerate(worker.records()) if r.get("event") == "request" and r["status"] == 500]
+    records = worker.records()
+    events = [r.get("event") for r in records]
+    draining = events.index("draining")  # earlier tests in this file saw 500s of their own
+    refused_at = [
+        i for i, r in enumerate(records[draining:], draining) if r.get("event") == "request" and r["status"] == 500
+    ]
     assert len(refused_at) == 2 and max(refused_at) < events.index("drained") < events.index("worker stopped")
     assert next(r for r in worker.records() if r.get("event") == "drained")["in_flight"] == 0
 

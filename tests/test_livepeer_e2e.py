@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.doubles.orchestrator import AIModelConfig, GoLivepeerPanic, Orchestrator, handshake, load_ai_models
-from tests.helpers import GRACE_HOPPER, png_bytes
+from tests.helpers import GRACE_HOPPER, golivepeer_multipart, png_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -174,12 +175,45 @@ def test_saturated_model_answers_only_insufficient_capacity(
         assert status == 200 or "insufficient capacity" in body["detail"]["msg"], body
 
 
-def test_clean_shutdown_unregisters(wired: tuple[Orchestrator, subprocess.Popen[str], Path]) -> None:
-    orchestrator, worker, _ = wired
+def test_clean_shutdown_unregisters_before_draining(wired: tuple[Orchestrator, subprocess.Popen[str], Path]) -> None:
+    """SIGTERM withdraws the BYOC registration when the drain starts, while a job is still running, so the
+    orchestrator stops sending jobs the draining worker would refuse; the running job still gets its answer."""
+    orchestrator, worker, log_path = wired
     _wait(lambda: "depth" in orchestrator.registrations, 30, "the depth registration")
-    worker.send_signal(signal.SIGTERM)
+    entry = _upscaler(orchestrator)
+    _loaded(entry)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def upscale_in_flight() -> bool:
+        models = httpx.get(f"{entry.url.split('/m/')[0]}/models", headers=auth, timeout=5).json()
+        return any(m["capability"] == "upscale" and m["in_flight"] == 1 for m in models)
+
+    body, content_type = golivepeer_multipart({"prompt": "x"}, "image", png_bytes(320, 320))  # ~1 s, one thread
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(
+            httpx.post,
+            f"{entry.url}/upscale",
+            content=body,
+            headers={**auth, "Content-Type": content_type, "X-Request-ID": "last-job"},
+            timeout=60,
+        )
+        _wait(upscale_in_flight, 30, "the upscale job to start")
+        worker.send_signal(signal.SIGTERM)
+        assert job.result().status_code == 200
     assert worker.wait(timeout=30) in (0, -signal.SIGTERM)
     assert "depth" in orchestrator.unregistered and "depth" not in orchestrator.registrations
+    records = [_json_or_empty(line) for line in log_path.read_text().splitlines()]
+    events = [record.get("event") for record in records]
+    last_job = next(i for i, r in enumerate(records) if r.get("request_id") == "last-job" and r["event"] == "request")
+    assert events.index("draining") <= events.index("BYOC capability unregistered") < last_job < events.index("drained")
+
+
+def _json_or_empty(line: str) -> dict[str, object]:
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def test_double_fails_loudly_on_a_quoted_price(tmp_path: Path) -> None:

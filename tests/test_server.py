@@ -184,3 +184,25 @@ def test_logs_are_json_without_secrets(make_client: AppFactory, capsys: pytest.C
     access = [line for line in lines if line.get("event") == "request"]
     assert access and access[-1]["status"] == 200 and access[-1]["request_id"]
     assert all(token not in json.dumps(line) for line in lines)
+
+
+def test_unmatched_paths_and_methods_are_logged_and_counted(
+    make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from appliance.server.logging import configure_logging  # noqa: PLC0415
+
+    configure_logging("info")
+    client = make_client([{"model": "waifu2x-upconv7", "capability": "upscale"}])
+    capsys.readouterr()
+    assert client.get("/no/such/route", headers={"X-Request-ID": "lost-404"}).status_code == 404
+    assert client.post("/health", headers={"X-Request-ID": "wrong-405"}).status_code == 405
+    access = {
+        line["request_id"]: line
+        for line in map(json.loads, filter(lambda text: text.startswith("{"), capsys.readouterr().err.splitlines()))
+        if line.get("event") == "request"
+    }
+    assert (access["lost-404"]["status"], access["lost-404"]["path"]) == (404, "/no/such/route")
+    assert (access["wrong-405"]["status"], access["wrong-405"]["method"]) == (405, "POST")
+    text = client.get("/metrics").text
+    assert 'lpa_requests_total{route="unmatched",status="404"} 1.0' in text
+    assert 'lpa_requests_total{route="unmatched",status="405"} 1.0' in text  # no handler was matched

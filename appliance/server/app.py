@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -94,30 +94,27 @@ def create_app(
             await loader
         announcing = asyncio.create_task(_announce_ready(loader, runtime))
         registrar = _byoc_registrar(runtime, entries, token, orch_secret, url)
-        registering = asyncio.create_task(_register_when_loaded(loader, runtime, registrar)) if registrar else None
+        withdraw = _start_registering(registrar, loader, runtime) if registrar else None
+        if withdraw is not None:
+            drain.on_start(withdraw)
         try:
             yield
         finally:
             notify("STOPPING=1")
             announcing.cancel()
-            if registering is not None and registrar is not None:
-                registering.cancel()
-                await asyncio.gather(registering, return_exceptions=True)
-                await registrar.unregister_all()
+            if withdraw is not None:
+                await withdraw()  # started by the drain already, unless the worker stopped without one
             if not loader.done():  # a loading thread cannot be interrupted: let it finish before closing
                 await asyncio.shield(loader)
             for entry in entries:
                 entry.limiter.shutdown()
             log.info("worker stopped", models=len(entries))
 
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         guards=[bearer_guard(token)] if token else [],
         exception_handlers={Exception: handle_error},
-        middleware=[
-            DefineMiddleware(RequestLogMiddleware, metrics=metrics),
-            DefineMiddleware(BodyDeadlineMiddleware, timeout_s=runtime.node.worker.body_timeout_seconds),
-        ],
+        middleware=[DefineMiddleware(BodyDeadlineMiddleware, timeout_s=runtime.node.worker.body_timeout_seconds)],
         lifespan=[lifespan],
         request_max_body_size=runtime.node.worker.max_body_bytes,
         state=State({"max_body_bytes": runtime.node.worker.max_body_bytes, "metrics": metrics}),
@@ -125,6 +122,10 @@ def create_app(
         logging_config=None,  # logs are structlog JSON lines (server/logging.py); leave stdlib logging alone
         debug=False,
     )
+    # Litestar runs its middleware list only for requests that matched a route; the access log and the request
+    # count wrap the whole application instead, so a 404 or 405 is logged and counted like any other answer.
+    app.asgi_handler = RequestLogMiddleware(app.asgi_handler, metrics=metrics)
+    return app
 
 
 async def _announce_ready(loader: asyncio.Future[None], runtime: Runtime) -> None:
@@ -134,6 +135,30 @@ async def _announce_ready(loader: asyncio.Future[None], runtime: Runtime) -> Non
     # Ready either way: the worker serves the models that loaded; /health says ERROR for the others.
     status = f"STATUS=serving {len(runtime.entries) - len(failed)} models"
     notify("READY=1", status + (f"; failed: {', '.join(failed)}" if failed else ""))
+
+
+def _start_registering(
+    registrar: ByocRegistrar, loader: asyncio.Future[None], runtime: Runtime
+) -> Callable[[], asyncio.Task[None]]:
+    """Start registering the BYOC capabilities; return ``withdraw``, which stops that and unregisters them.
+
+    ``withdraw`` starts the work once, whoever calls it first (the drain, or the shutdown), and returns it to
+    be awaited."""
+    registering = asyncio.create_task(_register_when_loaded(loader, runtime, registrar))
+    withdrawing: asyncio.Task[None] | None = None
+
+    async def unregister() -> None:
+        registering.cancel()
+        await asyncio.gather(registering, return_exceptions=True)
+        await registrar.unregister_all()
+
+    def withdraw() -> asyncio.Task[None]:
+        nonlocal withdrawing
+        if withdrawing is None:
+            withdrawing = asyncio.create_task(unregister())
+        return withdrawing
+
+    return withdraw
 
 
 async def _register_when_loaded(loader: asyncio.Future[None], runtime: Runtime, registrar: ByocRegistrar) -> None:

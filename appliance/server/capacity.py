@@ -45,9 +45,14 @@ class CapacityLimiter:
     def waiting(self) -> int:
         return self.admitted - self.running
 
+    @property
+    def full(self) -> bool:
+        """Every slot and queue place is taken: ``run`` would refuse now."""
+        return self.admitted >= self.capacity + self.queue
+
     async def run(self, work: Callable[[], T], timing: Timing) -> T:
         """Run ``work`` in a slot; raises InsufficientCapacity at once when slots and queue are full."""
-        if self.admitted >= self.capacity + self.queue:
+        if self.full:
             raise InsufficientCapacity()
         if self._slots is None:  # created lazily so it belongs to the serving event loop
             self._slots = asyncio.Semaphore(self.capacity)

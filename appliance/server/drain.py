@@ -10,7 +10,7 @@ close the socket and run the shutdown hooks (serve.py).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from appliance.server.errors import InsufficientCapacity
 
@@ -25,6 +25,17 @@ class Drain:
     def __init__(self) -> None:
         self.draining = False
         self.in_flight = 0  # inference requests between their first byte read and their answer
+        self._on_start: list[Callable[[], object]] = []
+
+    def on_start(self, hook: Callable[[], object]) -> None:
+        """Call ``hook`` (on the event loop; it must not block) when the drain starts: withdrawing the BYOC
+        registrations then, not after the drain, stops the orchestrator sending jobs that would be refused."""
+        self._on_start.append(hook)
+
+    def start(self) -> None:
+        self.draining = True
+        for hook in self._on_start:
+            hook()
 
     @contextlib.contextmanager
     def request(self) -> Iterator[None]:

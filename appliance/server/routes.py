@@ -134,6 +134,25 @@ class EntryRoutes:
 
     # --- the shared inference path -------------------------------------------------------------------------
 
+    async def refuse_if_busy(self, request: Request[Any, Any, Any]) -> None:
+        """Refuse at once, as busy, a request this model could not admit now: before its upload is parsed.
+
+        Under overload most requests are refused; parsing each one's multipart body, only to drop it, would load
+        the event loop that ``/health`` and the admitted requests need. The body is still read to its end and
+        thrown away, chunk by chunk, so the refusal reaches the client instead of a reset connection. ``infer``
+        checks admission again: this is the cheap early answer, not the guarantee.
+        """
+        if not (self.limiter.full or self.entry.state == "LOADING"):
+            return
+        async for _ in request.stream():
+            pass
+        self.refuse_if_loading()
+        raise InsufficientCapacity()
+
+    def refuse_if_loading(self) -> None:
+        if self.entry.state == "LOADING":
+            raise InsufficientCapacity(f"model {self.entry.config.served_id!r} is still loading")
+
     async def infer(self, upload: Upload, option_fields: dict[str, str], respond: Callable[[bytes], bytes]) -> bytes:
         """Decode, run, encode the PNG and ``respond(png)`` (the response body) in a slot of this model.
 
@@ -144,8 +163,7 @@ class EntryRoutes:
         """
         entry, label = self.entry, self.model_label
         try:
-            if entry.state == "LOADING":
-                raise InsufficientCapacity(f"model {entry.config.served_id!r} is still loading")
+            self.refuse_if_loading()
             if entry.state == "ERROR" or entry.pipeline is None:
                 raise ModelUnavailable(f"model {entry.config.served_id!r} failed to load: {entry.error}")
             pipeline = entry.pipeline
@@ -207,6 +225,7 @@ class EntryRoutes:
     def _upscale(self) -> Callable[[Request[Any, Any, Any]], Any]:
         async def upscale(request: Request[Any, Any, Any]) -> Response[bytes]:
             with self.drain.request():  # refused as busy while the worker stops; counted in flight otherwise
+                await self.refuse_if_busy(request)
                 upload = await read_upload(request, file_field="image", allow_raw=False)
                 form = decode_fields(upload.fields, UpscaleForm)
                 self.check_model_id(form.model_id)
@@ -220,6 +239,7 @@ class EntryRoutes:
     def _byoc(self) -> Callable[[Request[Any, Any, Any]], Any]:
         async def run_capability(request: Request[Any, Any, Any]) -> Response[bytes]:
             with self.drain.request():
+                await self.refuse_if_busy(request)
                 upload = await read_upload(request, file_field="image", allow_raw=True)
                 fields = dict(upload.fields)
                 self.check_model_id(fields.pop("model_id", ""))
