@@ -74,6 +74,9 @@ class WorkerSettings(StrictStruct, frozen=True, kw_only=True):
     # A request's whole body must arrive within this many seconds of its start; a client trickling its body
     # (slowloris) is cut with a 400 and a closed connection instead of holding a connection and the drain.
     body_timeout_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 30.0
+    # A connection's next request head must be complete within this many seconds of the connection's start (or
+    # of the previous answer), or the connection is closed: an idle or trickling client cannot hold one forever.
+    header_timeout_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 10.0
     max_image_pixels: Annotated[int, msgspec.Meta(ge=64, le=1 << 28)] = 2048 * 2048
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # One worker instance per GPU index (livepeer-worker@N, port = listen's port + N); a CPU-only node lists [0].

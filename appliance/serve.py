@@ -16,6 +16,7 @@ from appliance.runtime import Runtime
 from appliance.secrets import read_secret_file
 from appliance.server.app import create_app
 from appliance.server.drain import DRAIN_TIMEOUT_S, Drain
+from appliance.server.headers import header_deadline_protocol
 from appliance.server.logging import configure_logging
 
 __all__ = ["GRACEFUL_SHUTDOWN_S", "serve"]
@@ -83,6 +84,7 @@ def serve(node: Node, catalog: Catalog, *, instance: WorkerInstance, listen: tup
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
+        http=header_deadline_protocol(node.worker.header_timeout_seconds),
     )
     server = _DrainingServer(config, drain)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises SIGINT once it has shut down

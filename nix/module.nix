@@ -286,6 +286,10 @@ in
               description = "Seconds a request's whole body may take to arrive; a slower upload is answered 400 and its connection closed.";
               example = 60.0;
             };
+            header_timeout_seconds = field worker.header_timeout_seconds {
+              description = "Seconds a connection's next request head may take to arrive; a slower or silent connection is closed.";
+              example = 30.0;
+            };
             max_image_pixels = field worker.max_image_pixels {
               description = "Largest decoded image (width × height) the worker accepts.";
               example = 16777216;

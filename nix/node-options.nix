@@ -44,6 +44,11 @@
       min = 0.1;
       max = 3600.0;
     };
+    header_timeout_seconds = {
+      default = 10.0;
+      min = 0.1;
+      max = 3600.0;
+    };
     max_image_pixels = {
       default = 4194304;
       min = 64;

@@ -45,6 +45,7 @@ from tests.helpers import REPO, ServedWorker, assert_contract_response, golivepe
 UPSCALE = "/m/upscale/waifu2x-upconv7/upscale"
 ROUTE = "upscale:waifu2x-upconv7:upscale"  # the route's metrics label
 BODY_TIMEOUT_S = 1.0
+HEADER_TIMEOUT_S = 1.0
 
 
 # --- a real worker: disconnects, a slow upload, SIGTERM -------------------------------------------------------
@@ -59,6 +60,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
         [{"model": "waifu2x-upconv7", "capability": "upscale", "capacity": 1, "queue": 1}],
         intra_op_threads=1,
         body_timeout_seconds=BODY_TIMEOUT_S,
+        header_timeout_seconds=HEADER_TIMEOUT_S,
     )
     try:
         served.wait_ready()
@@ -176,6 +178,41 @@ def test_slow_upload_is_cut_by_the_body_timeout_and_holds_no_slot(worker: Served
         assert b"did not arrive within 1 s" in answer and b"worker.body_timeout_seconds" in answer
     assert _access(worker, "slow-upload")["status"] == 400
     assert _errors(worker, "body_timeout") == 1
+    _serves_with_no_slot_held(worker)
+
+
+def _closed_by_worker_after(sock: socket.socket, send: list[bytes], interval: float) -> float:
+    """Send ``send``'s pieces ``interval`` seconds apart, then wait; seconds until the worker closed ``sock``."""
+    started = time.monotonic()
+    try:
+        for piece in send:
+            sock.sendall(piece)
+            time.sleep(interval)
+        sock.settimeout(HEADER_TIMEOUT_S + 10)
+        assert sock.recv(65536) == b"", "the worker answered instead of closing"
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # closed while we were still sending
+    return time.monotonic() - started
+
+
+@pytest.mark.e2e
+def test_silent_and_trickling_connections_are_closed_at_the_header_deadline(worker: ServedWorker) -> None:
+    head, _ = _upscale_request(16, "trickled-head")
+    with socket.create_connection(("127.0.0.1", worker.port)) as silent:
+        assert HEADER_TIMEOUT_S <= _closed_by_worker_after(silent, [], 0) < HEADER_TIMEOUT_S + 5
+    with socket.create_connection(("127.0.0.1", worker.port)) as trickling:  # half its head, byte by byte
+        pieces = [head[i : i + 1] for i in range(len(head) // 2)]
+        closed_in = _closed_by_worker_after(trickling, pieces, 2 * HEADER_TIMEOUT_S / len(pieces))
+        assert HEADER_TIMEOUT_S <= closed_in < 2 * HEADER_TIMEOUT_S + 5
+    with socket.create_connection(("127.0.0.1", worker.port)) as kept:  # a request, then silence after it
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert _read_response(kept)[1] == b'{"status":"OK"}'
+        time.sleep(HEADER_TIMEOUT_S / 2)  # a new head in time is served on the same connection
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert _read_response(kept)[1] == b'{"status":"OK"}'
+        assert _closed_by_worker_after(kept, [b"GET /hea"], 0) < HEADER_TIMEOUT_S + 5
+    closed = [r for r in worker.records() if r.get("event") == "connection closed: no complete request head in time"]
+    assert len(closed) == 3
     _serves_with_no_slot_held(worker)
 
 
