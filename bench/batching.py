@@ -27,23 +27,21 @@ to ``bench/results/batching.json`` (git-ignored). Loopback only; bounded by requ
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import math
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 import numpy as np
 import worker_overhead as wo
@@ -67,58 +65,27 @@ _BATCH = re.compile(r'^lpa_batch_size_(sum|count)\{model="([^"]+)"\} ([0-9.e+-]+
 
 
 def node_toml(config: str, concurrency: int, models: Sequence[str], args: argparse.Namespace, listen: str) -> str:
-    lines = [
-        "[worker]",
-        f'listen = "{listen}"',
-        f"model_dir = {json.dumps(str(args.model_dir))}",
-        f"intra_op_threads = {args.intra_op_threads}",
-        f"inference_niceness = {args.inference_niceness}",
-        'log_level = "warning"',
-        "",
-    ]
-    capacity = 1 if config == "serial" else concurrency
-    for name in models:
-        lines += [
-            "[[models]]",
-            f'model = "{name}"',
-            f'capability = "{wo.CATALOG.get(name).capability}"',
-            f"capacity = {capacity}",
-            f"queue = {concurrency}",
-            "warm = true",
-        ]
-        if config == "batched":
-            lines.append(f"batch = {{ max_size = {concurrency}, max_wait_ms = {args.max_wait_ms} }}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-@contextmanager
-def running_server(node_text: str, args: argparse.Namespace, workdir: Path) -> Iterator[str]:
-    """A real ``lpa serve`` with this node file on a free loopback port, healthy; yields its base URL."""
-    port = wo.free_port()
-    node = workdir / "node.toml"
-    node.write_text(node_text.replace("@LISTEN@", f"127.0.0.1:{port}"), encoding="utf-8")
-    server_log = workdir / "server.log"
-    command = [*wo.lpa_command(), "serve", "--node", str(node), "--listen", f"127.0.0.1:{port}", "--cpu-only"]
-    with server_log.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            wo.wait_healthy(base_url, process, server_log, args.startup_timeout)
-            yield base_url
-        except (wo.BenchError, httpx.HTTPError) as exc:
-            raise wo.BenchError(f"{exc}\n{wo.tail(server_log)}") from exc
-        finally:
-            wo.stop(process)
+    worker = {
+        "listen": listen,
+        "model_dir": args.model_dir,
+        "intra_op_threads": args.intra_op_threads,
+        "inference_niceness": args.inference_niceness,
+        "log_level": "warning",
+    }
+    served = {
+        "capacity": 1 if config == "serial" else concurrency,
+        "queue": concurrency,
+        "warm": True,
+        "batch": {"max_size": concurrency, "max_wait_ms": args.max_wait_ms} if config == "batched" else None,
+    }
+    return harness.node_file(
+        worker, [{"model": name, "capability": wo.CATALOG.get(name).capability, **served} for name in models]
+    )
 
 
 def batch_metrics(client: httpx.Client) -> dict[str, dict[str, float]]:
-    """{model label: {"sum": rows, "count": runs}} from the worker's lpa_batch_size histogram."""
-    found: dict[str, dict[str, float]] = {}
-    for line in client.get("/metrics").text.splitlines():
-        if match := _BATCH.match(line):
-            found.setdefault(match.group(2), {})[match.group(1)] = float(match.group(3))
-    return found
+    """{"sum": {model label: rows}, "count": {model label: runs}} from the worker's lpa_batch_size histogram."""
+    return wo.server_metrics(client, _BATCH)
 
 
 @dataclass
@@ -140,8 +107,8 @@ class Cell:
             "other": self.other,
             "seconds": self.seconds,
             "ok_per_s": self.ok / self.seconds if self.seconds else math.nan,
-            "p50_ms": wo.percentile(self.latencies_ms, 50),
-            "p99_ms": wo.percentile(self.latencies_ms, 99),
+            "p50_ms": harness.percentile(self.latencies_ms, 50),
+            "p99_ms": harness.percentile(self.latencies_ms, 99),
             "mean_batch": self.batch_rows / self.batch_runs if self.batch_runs else math.nan,
             "batch_runs": self.batch_runs,
         }
@@ -150,50 +117,42 @@ class Cell:
 def measure(base_url: str, name: str, png: bytes, concurrency: int, args: argparse.Namespace) -> Cell:
     """``concurrency`` clients back to back for ``--seconds`` and at least ``--min-requests`` requests."""
     cell, lock = Cell(), threading.Lock()
-    issued = 0
+
+    def record(response: httpx.Response | None, seconds: float) -> None:
+        with lock:
+            if response is not None and response.status_code == 200:
+                cell.ok += 1
+                cell.latencies_ms.append(wo.ms(seconds))
+            elif response is not None and wo.is_busy(response):
+                cell.busy += 1
+            else:
+                cell.other += 1
+
     with httpx.Client(base_url=base_url, timeout=10.0, trust_env=False) as probe:
         # Untimed warm-up: every slot (and the batcher) once at full concurrency.
         warm = [threading.Thread(target=wo.try_post, args=(probe, name, png)) for _ in range(concurrency)]
         for thread in warm:
             thread.start()
-        wo.join_all(warm, args.request_timeout)
+        harness.join_all(warm, args.request_timeout)
         before = batch_metrics(probe)
-        started = time.perf_counter()
-
-        def ticket() -> bool:
-            nonlocal issued
-            with lock:
-                elapsed = time.perf_counter() - started
-                if elapsed >= args.max_cell_seconds or (elapsed >= args.seconds and issued >= args.min_requests):
-                    return False
-                issued += 1
-                return True
-
-        def client_loop() -> None:
-            with httpx.Client(base_url=base_url, timeout=args.request_timeout, trust_env=False) as client:
-                while ticket():
-                    sent = time.perf_counter()
-                    response = wo.try_post(client, name, png)
-                    took = wo.ms(time.perf_counter() - sent)
-                    with lock:
-                        if response is not None and response.status_code == 200:
-                            cell.ok += 1
-                            cell.latencies_ms.append(took)
-                        elif response is not None and wo.is_busy(response):
-                            cell.busy += 1
-                        else:
-                            cell.other += 1
-
-        threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(concurrency)]
-        for thread in threads:
-            thread.start()
-        wo.join_all(threads, args.max_cell_seconds + args.request_timeout)
-        cell.seconds = time.perf_counter() - started
+        cell.seconds = harness.back_to_back(
+            base_url,
+            lambda client: wo.try_post(client, name, png),
+            record,
+            concurrency=concurrency,
+            seconds=args.seconds,
+            min_requests=args.min_requests,
+            max_seconds=args.max_cell_seconds,
+            request_timeout=args.request_timeout,
+        )
         after = batch_metrics(probe)
     model = wo.label(name)
-    if model in after:
-        cell.batch_rows = after[model].get("sum", 0.0) - before.get(model, {}).get("sum", 0.0)
-        cell.batch_runs = after[model].get("count", 0.0) - before.get(model, {}).get("count", 0.0)
+
+    def grown(key: str) -> float:
+        return after.get(key, {}).get(model, 0.0) - before.get(key, {}).get(model, 0.0)
+
+    if model in after.get("sum", {}) or model in after.get("count", {}):
+        cell.batch_rows, cell.batch_runs = grown("sum"), grown("count")
     return cell
 
 
@@ -235,18 +194,19 @@ def raw_phase(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "samples": samples[n],
                 }
             )
-            wo.log(f"raw {name} batch {n}: {single:.1f} ms/image alone, {batch:.1f} ms/image batched")
+            harness.log(f"raw {name} batch {n}: {single:.1f} ms/image alone, {batch:.1f} ms/image batched")
     return rows
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
     deadline = wo.Deadline(args.max_seconds)
     for name in args.models:
         if not wo.CATALOG.get(name).inputs[0].dynamic_batch:
-            raise wo.BenchError(f"{name} has a fixed batch of 1 (its manifest): it cannot batch")
+            raise harness.BenchError(f"{name} has a fixed batch of 1 (its manifest): it cannot batch")
     pngs = {name: wo.test_image(DEFAULT_SIZES.get(name, 256)) for name in args.models}
     busy_before = wo.cpu_busy_fraction()
-    wo.log(f"host CPU busy before the run: {busy_before:.0%}")
+    harness.log(f"host CPU busy before the run: {busy_before:.0%}")
     raw = raw_phase(args) if "raw" in args.phases else []
     cells: dict[tuple[str, int, str], list[Cell]] = {}
     with tempfile.TemporaryDirectory(prefix="lpa-batching-") as tmp:
@@ -254,13 +214,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for concurrency in args.concurrency:
                 for config in CONFIGS:
                     deadline.check(f"round {round_index + 1}, concurrency {concurrency}, {config}")
-                    text = node_toml(config, concurrency, args.models, args, "@LISTEN@")
-                    with running_server(text, args, Path(tmp)) as base_url:
+                    with harness.lpa_serve(
+                        functools.partial(node_toml, config, concurrency, args.models, args),
+                        Path(tmp),
+                        cpu_only=True,
+                        startup_timeout=args.startup_timeout,
+                        explain=lambda _, server_log: harness.tail(server_log),
+                    ) as (base_url, _, _):
                         for name in args.models:
                             cell = measure(base_url, name, pngs[name], concurrency, args)
                             cells.setdefault((name, concurrency, config), []).append(cell)
                             s = cell.summary()
-                            wo.log(
+                            harness.log(
                                 f"round {round_index + 1} c={concurrency} {config:8} {name}: "
                                 f"{s['ok_per_s']:.2f} ok/s, p50 {s['p50_ms']:.0f} ms, mean batch "
                                 f"{wo.fmt(s['mean_batch'], 2)}, busy {cell.busy}, other {cell.other}"
@@ -291,6 +256,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "rows": rows,
         "raw": raw,
+        "wall_seconds": time.monotonic() - started,
     }
 
 
@@ -380,25 +346,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the context managers: the server is stopped
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    args = parse_args(argv)
-    started = time.monotonic()
-    try:
-        report = run(args)
-    except wo.BenchError as exc:
-        print(f"batching: error: {exc}", file=sys.stderr)
-        return 1
-    report["wall_seconds"] = time.monotonic() - started
-    report["command"] = [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+def finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
     wo.save(report, args.output)
     print_report(report)
     print(f"\nraw numbers: {args.output} (whole run {report['wall_seconds']:.0f} s)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return harness.bench_main("batching", argv, parse_args, run, finish)
 
 
 if __name__ == "__main__":

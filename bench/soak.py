@@ -27,23 +27,23 @@ and the machine go to ``bench/results/soak.json`` (git-ignored).
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 import worker_overhead as wo
 
@@ -133,9 +133,9 @@ class Load:
         threads = [threading.Thread(target=one_model, args=(model,), daemon=True) for model in models]
         for thread in threads:
             thread.start()
-        wo.join_all(threads, self.args.request_timeout * 4)
+        harness.join_all(threads, self.args.request_timeout * 4)
         if failures or any(thread.is_alive() for thread in threads):
-            raise wo.BenchError("; ".join(failures) or "the warm-up pass did not finish")
+            raise harness.BenchError("; ".join(failures) or "the warm-up pass did not finish")
         return time.monotonic() - started
 
     def start(self) -> None:
@@ -144,7 +144,7 @@ class Load:
 
     def finish(self, timeout: float) -> None:
         self.stop.set()
-        wo.join_all(self.threads, timeout)
+        harness.join_all(self.threads, timeout)
 
     def _ticket(self) -> bool:
         with self.lock:
@@ -226,50 +226,29 @@ def served_models(args: argparse.Namespace) -> list[ServedModel]:
 def node_text(models: Sequence[ServedModel], args: argparse.Namespace, listen: str) -> str:
     """The soaked node: the node file's models as they are, on loopback, with the test's model folder."""
     node = load_node(args.node)
-    lines = [
-        "[worker]",
-        f'listen = "{listen}"',
-        f"model_dir = {json.dumps(str(args.model_dir or node.worker.model_path))}",
-        f"intra_op_threads = {node.worker.intra_op_threads}",
-        f"inference_niceness = {node.worker.inference_niceness}",
-        f"max_body_bytes = {node.worker.max_body_bytes}",
-        f"max_image_pixels = {node.worker.max_image_pixels}",
-        f'log_level = "{node.worker.log_level}"',
-        "",
+    worker = {
+        "listen": listen,
+        "model_dir": args.model_dir or node.worker.model_path,
+        "catalog_dir": node.worker.catalog_dir or None,
+        "intra_op_threads": node.worker.intra_op_threads,
+        "inference_niceness": node.worker.inference_niceness,
+        "max_body_bytes": node.worker.max_body_bytes,
+        "max_image_pixels": node.worker.max_image_pixels,
+        "log_level": node.worker.log_level,
+    }
+    served = [
+        {
+            "model": m.model,
+            "capability": m.capability,
+            "model_id": m.model_id or None,
+            "capacity": m.capacity,
+            "queue": m.queue,
+            "warm": m.warm,
+            "batch": None if m.batch is None else {"max_size": m.batch.max_size, "max_wait_ms": m.batch.max_wait_ms},
+        }
+        for m in models
     ]
-    if node.worker.catalog_dir:
-        lines.insert(3, f"catalog_dir = {json.dumps(node.worker.catalog_dir)}")
-    for m in models:
-        lines += ["[[models]]", f'model = "{m.model}"', f'capability = "{m.capability}"']
-        if m.model_id:
-            lines.append(f'model_id = "{m.model_id}"')
-        lines += [f"capacity = {m.capacity}", f"queue = {m.queue}", f"warm = {'true' if m.warm else 'false'}"]
-        if m.batch is not None:
-            lines.append(f"batch = {{ max_size = {m.batch.max_size}, max_wait_ms = {m.batch.max_wait_ms} }}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-@contextmanager
-def running_server(
-    models: Sequence[ServedModel], args: argparse.Namespace, workdir: Path
-) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    port = wo.free_port()
-    listen = f"127.0.0.1:{port}"
-    node = workdir / "node.toml"
-    node.write_text(node_text(models, args, listen), encoding="utf-8")
-    server_log = workdir / "server.log"
-    command = [*wo.lpa_command(), "serve", "--node", str(node), "--listen", listen]
-    if args.cpu_only:
-        command.append("--cpu-only")
-    with server_log.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        base_url = f"http://{listen}"
-        try:
-            wo.wait_healthy(base_url, process, server_log, args.startup_timeout)
-            yield base_url, process, server_log
-        finally:
-            wo.stop(process)
+    return harness.node_file(worker, served)
 
 
 @dataclass
@@ -325,15 +304,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models = served_models(args)
     duration = args.seconds
     if not 0 < args.warmup_seconds < duration:
-        raise wo.BenchError(f"--warmup-seconds must be inside the run (0 < {args.warmup_seconds} < {duration})")
+        raise harness.BenchError(f"--warmup-seconds must be inside the run (0 < {args.warmup_seconds} < {duration})")
     busy_before = wo.cpu_busy_fraction()
     load_before = os.getloadavg()
-    wo.log(f"host CPU busy before the soak: {busy_before:.0%} (load average {load_before[0]:.2f})")
+    harness.log(f"host CPU busy before the soak: {busy_before:.0%} (load average {load_before[0]:.2f})")
     samples: list[Sample] = []
-    with tempfile.TemporaryDirectory(prefix="lpa-soak-") as tmp, running_server(models, args, Path(tmp)) as server:
-        base_url, process, server_log = server
+    with (
+        tempfile.TemporaryDirectory(prefix="lpa-soak-") as tmp,
+        harness.lpa_serve(
+            functools.partial(node_text, models, args),
+            Path(tmp),
+            cpu_only=args.cpu_only,
+            startup_timeout=args.startup_timeout,
+        ) as (base_url, process, server_log),
+    ):
         load = Load(base_url, models, args)
-        wo.log(f"warm-up pass (every request kind once): {load.warm_up(models):.1f} s")
+        harness.log(f"warm-up pass (every request kind once): {load.warm_up(models):.1f} s")
         probe_file = Path(tmp) / "health.json"
         probe = subprocess.Popen(
             [
@@ -343,7 +329,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ],
             stdin=subprocess.DEVNULL,
         )
-        wo.log(
+        harness.log(
             f"soaking {base_url} for {duration:g} s: "
             + ", ".join(f"{m.served_id} {clients_per_model(m, args.load_factor)} clients" for m in models)
         )
@@ -353,12 +339,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             while (now := time.monotonic()) - started < duration:
                 if process.poll() is not None:
-                    raise wo.BenchError(f"lpa serve exited with {process.returncode}:\n{wo.tail(server_log)}")
+                    raise harness.BenchError(f"lpa serve exited with {process.returncode}:\n{harness.tail(server_log)}")
                 rss, fds, threads = read_proc(process.pid)
                 samples.append(Sample(now - started, rss, fds, threads))
                 if now >= next_report:
                     total = {k: sum(getattr(t, k) for t in load.tallies.values()) for k in ("ok", "busy", "unexpected")}
-                    wo.log(
+                    harness.log(
                         f"t={now - started:5.0f} s  rss {rss:.0f} MiB  fds {fds}  threads {threads}  answers {total}"
                     )
                     next_report += args.window_seconds
@@ -372,7 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 probe.wait(timeout=10)
         elapsed = time.monotonic() - started
         if probe.returncode != 0 or not probe_file.exists():
-            raise wo.BenchError(f"the /health prober exited with {probe.returncode}")
+            raise harness.BenchError(f"the /health prober exited with {probe.returncode}")
         health = [(wall - started_wall, ms, ok) for wall, ms, ok in json.loads(probe_file.read_text())]
         server_alive = process.poll() is None
     return summarise(
@@ -405,7 +391,7 @@ def summarise(
     first = [s for s in after if s.t < args.warmup_seconds + width] or after[:1]
     last = [s for s in after if s.t >= duration - width] or after[-1:]
     if not first or not last:
-        raise wo.BenchError("no resource samples after the warm-up; is the run too short?")
+        raise harness.BenchError("no resource samples after the warm-up; is the run too short?")
     rss_start = statistics.median(s.rss_mb for s in first)
     rss_end = statistics.median(s.rss_mb for s in last)
     fd_start = statistics.median(s.fds for s in first)
@@ -419,8 +405,8 @@ def summarise(
                 "from_s": low,
                 "to_s": high,
                 "count": len(inside),
-                "p50_ms": wo.percentile(inside, 50),
-                "p99_ms": wo.percentile(inside, 99),
+                "p50_ms": harness.percentile(inside, 50),
+                "p99_ms": harness.percentile(inside, 99),
                 "max_ms": max(inside, default=math.nan),
             }
         )
@@ -482,8 +468,8 @@ def summarise(
         "health": {
             "count": len(all_ms),
             "not_ok": not_ok,
-            "p50_ms": wo.percentile(all_ms, 50),
-            "p99_ms": wo.percentile(all_ms, 99),
+            "p50_ms": harness.percentile(all_ms, 50),
+            "p99_ms": harness.percentile(all_ms, 99),
             "max_ms": max(all_ms, default=math.nan),
             "worst_window_p99_ms": worst_p99,
             "limit_ms": HEALTH_P99_MS,
@@ -600,25 +586,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the context managers: the server is stopped
+def prober(args: argparse.Namespace) -> int | None:
+    """``--probe-health``: this process is the /health prober of a soak."""
+    if not args.probe_health:
+        return None
+    return probe_main(args.probe_health, args.probe_seconds, args.request_timeout, args.output)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    args = parse_args(argv)
-    if args.probe_health:
-        return probe_main(args.probe_health, args.probe_seconds, args.request_timeout, args.output)
-    try:
-        report = run(args)
-    except wo.BenchError as exc:
-        print(f"soak: error: {exc}", file=sys.stderr)
-        return 1
-    report["command"] = [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+def finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
     wo.save(report, args.output)
     print_report(report)
     print(f"raw numbers: {args.output}")
     return 0 if report["passed"] else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return harness.bench_main("soak", argv, parse_args, run, finish, prober=prober)
 
 
 if __name__ == "__main__":

@@ -24,28 +24,27 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import io
 import json
 import math
 import os
 import platform
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+from harness import BenchError, back_to_back, bench_main, join_all, log, lpa_serve, node_file, percentile, tail
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from appliance.backends import create_backend
@@ -68,10 +67,6 @@ DEFAULT_MODEL_DIR = Path("~/.cache/livepeer-appliance/models").expanduser()  # t
 RESULTS = Path(__file__).resolve().parent / "results" / "worker_overhead.json"
 
 
-class BenchError(RuntimeError):
-    """The benchmark cannot go on (missing model, server did not start, deadline passed)."""
-
-
 # --- small helpers -----------------------------------------------------------------------------------------
 
 
@@ -85,15 +80,6 @@ class Deadline:
             raise BenchError(f"--max-seconds {self.seconds:g} passed during {phase}; stopping")
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
 
@@ -104,10 +90,6 @@ def ms(seconds: float) -> float:
 
 def fmt(value: float, digits: int = 1) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- test images -------------------------------------------------------------------------------------------
@@ -217,60 +199,16 @@ class InProcessModel:
 # --- the server --------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def node_toml(models: Sequence[str], args: argparse.Namespace, listen: str) -> str:
-    lines = [
-        "[worker]",
-        f'listen = "{listen}"',
-        f"model_dir = {json.dumps(str(args.model_dir))}",
-        f"intra_op_threads = {args.intra_op_threads}",
-        f"inference_niceness = {args.inference_niceness}",
-        f'log_level = "{args.log_level}"',
-        "",
-    ]
-    for name in models:
-        lines += [
-            "[[models]]",
-            f'model = "{name}"',
-            f'capability = "{CATALOG.get(name).capability}"',
-            f"capacity = {args.capacity}",
-            f"queue = {args.queue}",
-            "warm = true",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def lpa_command() -> list[str]:
-    script = Path(sys.executable).parent / "lpa"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "appliance.cli"]
-
-
-@contextmanager
-def running_server(models: Sequence[str], args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, Path]]:
-    """A real ``lpa serve`` on a free loopback port, healthy; yields (base URL, log file)."""
-    port = free_port()
-    node = workdir / "node.toml"
-    node.write_text(node_toml(models, args, f"127.0.0.1:{port}"), encoding="utf-8")
-    server_log = workdir / "server.log"
-    command = [*lpa_command(), "serve", "--node", str(node), "--listen", f"127.0.0.1:{port}"]
-    if args.cpu_only:
-        command.append("--cpu-only")
-    with server_log.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(base_url, process, server_log, args.startup_timeout)
-            yield base_url, server_log
-        except (BenchError, httpx.HTTPError) as exc:
-            raise BenchError(f"{exc}\n{server_post_mortem(process, server_log, args.output)}") from exc
-        finally:
-            stop(process)
+    worker = {
+        "listen": listen,
+        "model_dir": args.model_dir,
+        "intra_op_threads": args.intra_op_threads,
+        "inference_niceness": args.inference_niceness,
+        "log_level": args.log_level,
+    }
+    served = {"capacity": args.capacity, "queue": args.queue, "warm": True}
+    return node_file(worker, [{"model": n, "capability": CATALOG.get(n).capability, **served} for n in models])
 
 
 def server_post_mortem(process: subprocess.Popen[bytes], server_log: Path, output: Path) -> str:
@@ -280,44 +218,6 @@ def server_post_mortem(process: subprocess.Popen[bytes], server_log: Path, outpu
     kept.write_bytes(server_log.read_bytes())
     state = "still running" if process.poll() is None else f"exited with {process.returncode}"
     return f"lpa serve (pid {process.pid}) {state}; full log: {kept}\n{tail(server_log)}"
-
-
-def wait_healthy(base_url: str, process: subprocess.Popen[bytes], server_log: Path, timeout: float) -> None:
-    started = time.monotonic()
-    with httpx.Client(base_url=base_url, timeout=2.0, trust_env=False) as client:
-        while time.monotonic() - started < timeout:
-            if process.poll() is not None:
-                raise BenchError(f"lpa serve exited with {process.returncode}:\n{tail(server_log)}")
-            try:
-                status = client.get("/health").json().get("status")
-            except (httpx.HTTPError, ValueError):
-                status = None
-            if status == "OK":
-                log(f"server healthy after {time.monotonic() - started:.1f} s")
-                return
-            if status == "ERROR":
-                models = client.get("/models").text
-                raise BenchError(f"a model failed to load: {models}\n{tail(server_log)}")
-            time.sleep(0.1)
-    raise BenchError(f"server not healthy after {timeout:g} s:\n{tail(server_log)}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 # --- HTTP requests -----------------------------------------------------------------------------------------
@@ -429,11 +329,12 @@ _METRIC = re.compile(
 )
 
 
-def server_metrics(client: httpx.Client) -> dict[str, dict[str, float]]:
-    """Per-model gauges and inference-time sums from the worker's /metrics: {metric: {model label: value}}."""
+def server_metrics(client: httpx.Client, pattern: re.Pattern[str] = _METRIC) -> dict[str, dict[str, float]]:
+    """Per-model samples from the worker's /metrics, {metric: {model label: value}}: the lines ``pattern`` matches,
+    its groups the metric, the model label and the value (by default: gauges and inference-time sums)."""
     found: dict[str, dict[str, float]] = {}
     for line in client.get("/metrics").text.splitlines():
-        if match := _METRIC.match(line):
+        if match := pattern.match(line):
             found.setdefault(match.group(1), {})[match.group(2)] = float(match.group(3))
     return found
 
@@ -555,13 +456,6 @@ def health_under_saturation(
     }
 
 
-def join_all(threads: Sequence[threading.Thread], seconds: float) -> None:
-    """Join every thread within ``seconds`` in all (they are daemons: a stuck one cannot keep the process)."""
-    end = time.monotonic() + seconds
-    for thread in threads:
-        thread.join(max(0.0, end - time.monotonic()))
-
-
 def busy_fraction(
     before: Mapping[str, Mapping[str, float]],
     after: Mapping[str, Mapping[str, float]],
@@ -599,39 +493,26 @@ def health_durations(server_log: Path, offset: int) -> list[float]:
 def throughput(base_url: str, name: str, png: bytes, concurrency: int, *, args: argparse.Namespace) -> dict[str, Any]:
     """``concurrency`` clients send back to back for ``--throughput-seconds`` and at least
     ``--throughput-min-requests`` requests; the requests still in flight then are finished and counted."""
-    issued = 0
     lock = threading.Lock()
     counts = LoadCounts()
     latencies: list[float] = []
-    started = time.perf_counter()
 
-    def take_ticket() -> bool:
-        nonlocal issued
-        with lock:
-            elapsed = time.perf_counter() - started
-            if elapsed >= args.throughput_seconds and issued >= args.throughput_min_requests:
-                return False
-            if elapsed >= args.throughput_max_seconds:  # a slow model: stop at the cap even below the minimum
-                return False
-            issued += 1
-            return True
+    def record(response: httpx.Response | None, seconds: float) -> None:
+        counts.add(response)
+        if response is not None and response.status_code == 200:
+            with lock:
+                latencies.append(ms(seconds))
 
-    def client_loop() -> None:
-        with httpx.Client(base_url=base_url, timeout=args.request_timeout, trust_env=False) as client:
-            while take_ticket():
-                sent = time.perf_counter()
-                response = try_post(client, name, png)
-                elapsed = time.perf_counter() - sent
-                counts.add(response)
-                if response is not None and response.status_code == 200:
-                    with lock:
-                        latencies.append(ms(elapsed))
-
-    threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    join_all(threads, args.throughput_max_seconds + args.request_timeout)
-    elapsed = time.perf_counter() - started
+    elapsed = back_to_back(
+        base_url,
+        lambda client: try_post(client, name, png),
+        record,
+        concurrency=concurrency,
+        seconds=args.throughput_seconds,
+        min_requests=args.throughput_min_requests,
+        max_seconds=args.throughput_max_seconds,
+        request_timeout=args.request_timeout,
+    )
     answered = counts.ok + counts.busy + counts.other
     return {
         "model": name,
@@ -996,6 +877,7 @@ def verified_paths(models: Sequence[str], model_dir: Path) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
     deadline = Deadline(args.max_seconds)
     busy = cpu_busy_fraction()
     if busy > 0.10:
@@ -1027,7 +909,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     with (
         tempfile.TemporaryDirectory(prefix="lpa-bench-") as tmp,
-        running_server(args.models, args, Path(tmp)) as (base_url, server_log),
+        lpa_serve(
+            functools.partial(node_toml, args.models, args),
+            Path(tmp),
+            cpu_only=args.cpu_only,
+            startup_timeout=args.startup_timeout,
+            explain=lambda process, server_log: server_post_mortem(process, server_log, args.output),
+        ) as (base_url, _, server_log),
     ):
         report.update(backend="?", overhead=[], health=None, throughput=[])
         if "overhead" in args.phases:
@@ -1047,6 +935,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     throughput(base_url, name, images[args.throughput_size], concurrency, args=args)
                 )
                 log(f"throughput {name} x{concurrency}: {report['throughput'][-1]['ok_per_s']:.2f} ok/s")
+    report["wall_seconds"] = time.monotonic() - started
+    report["load_average_after_run"] = os.getloadavg()
     return report
 
 
@@ -1151,28 +1041,22 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the context managers: the server is stopped
+def prober(args: argparse.Namespace) -> int | None:
+    """``--probe-health``: this process is the /health prober of a run."""
+    if not args.probe_health:
+        return None
+    return probe_main(args.probe_health, args.health_seconds, args.request_timeout, args.output)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    args = parse_args(argv)
-    if args.probe_health:
-        return probe_main(args.probe_health, args.health_seconds, args.request_timeout, args.output)
-    started = time.monotonic()
-    try:
-        report = run(args)
-    except BenchError as exc:
-        print(f"worker_overhead: error: {exc}", file=sys.stderr)
-        return 1
-    report["wall_seconds"] = time.monotonic() - started
-    report["load_average_after_run"] = os.getloadavg()
-    report["command"] = [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+def finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
     save(report, args.output)
     print_report(report)
     print(f"\nraw numbers: {args.output} (whole run {report['wall_seconds']:.0f} s)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return bench_main("worker_overhead", argv, parse_args, run, finish, prober=prober)
 
 
 if __name__ == "__main__":

@@ -1,27 +1,26 @@
 """Bounded load: the ticket counter and statistics shared by the driver (HTTP) and the floor (in process).
 
-Standard library only: the floor runs it in either virtual environment.
+Standard library and bench/harness.py only: the floor runs it in either virtual environment.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+BENCH = Path(__file__).resolve().parents[1]
+if str(BENCH) not in sys.path:  # bench/harness.py, when floor.py runs this from bench/peers
+    sys.path.insert(0, str(BENCH))
+
+from harness import percentile  # noqa: E402
+
 __all__ = ["Results", "Tickets", "concurrent", "percentile", "summary"]
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values. With n samples, p99 is the max when n < 100."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def summary(samples_ms: Sequence[float]) -> dict[str, Any]:

@@ -14,7 +14,6 @@ must see real annotations there. Ray's own processes talk over ``127.0.0.1`` (``
 Requests: ``POST /<model>/infer``, multipart with an ``image`` file part; answer ``{"images": [{"url": …}]}``.
 """
 
-import argparse
 import signal
 import threading
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import ray
 from fastapi import FastAPI, File, UploadFile
 from ray import serve
-from serving import Model
+from serving import Model, server_arguments
 
 
 def build(name: str, model_dir: Path, intra_op_threads: int) -> Any:
@@ -44,10 +43,7 @@ def build(name: str, model_dir: Path, intra_op_threads: int) -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--models", nargs="+", required=True)
-    parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--intra-op-threads", type=int, default=0)
+    parser = server_arguments(__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dashboard-port", type=int, required=True)
     parser.add_argument("--temp-dir", required=True, help="Ray's session folder (short: it holds Unix sockets)")

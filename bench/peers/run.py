@@ -24,7 +24,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,12 +38,13 @@ import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]  # loadgen/servers/report, and bench/worker_overhead.py's helpers
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # loadgen/servers/report, and bench/'s harness and worker_overhead
 
 import worker_overhead as wo  # noqa: E402
+from harness import BenchError, bench_main, log, tail  # noqa: E402
 from loadgen import Results, Tickets, concurrent, summary  # noqa: E402
 from report import print_report  # noqa: E402
-from servers import REPO, SERVERS, BenchError, Context, PeerEnv, ProcessTree, Server, tail  # noqa: E402
+from servers import REPO, SERVERS, Context, PeerEnv, ProcessTree, Server  # noqa: E402
 
 from appliance.catalog import load_catalog  # noqa: E402
 from appliance.fetch import fetch_models  # noqa: E402
@@ -59,10 +59,6 @@ REQUIREMENTS = HERE / "requirements.txt"
 PEER_PACKAGES = ("nvidia-pytriton", "tritonclient", "ray", "bentoml", "fastapi", "uvicorn", "starlette", "pydantic")
 PEER_PACKAGES += ("python-multipart", "onnxruntime", "numpy", "pillow", "msgspec", "structlog")
 CATALOG = load_catalog(bundled_catalog_dir())
-
-
-def log(message: str) -> None:
-    wo.log(message)
 
 
 # --- the peers' virtual environment ----------------------------------------------------------------------------
@@ -139,7 +135,7 @@ def run_floor(
     finally:
         tree.stop_sampling()
     if process.returncode != 0:
-        raise BenchError(f"floor.py exited with {process.returncode}:\n{tail(log_path)}")
+        raise BenchError(f"floor.py exited with {process.returncode}:\n{tail(log_path, 25)}")
     report = json.loads(out.read_text(encoding="utf-8"))
     report["memory"] = tree.report()
     return report
@@ -154,7 +150,7 @@ def wait_ready(server: Server, timeout: float) -> float:
         while time.monotonic() - started < timeout:
             for item in server.launched:
                 if item.process.poll() is not None:
-                    raise BenchError(f"exited with {item.process.returncode}:\n{tail(item.log)}")
+                    raise BenchError(f"exited with {item.process.returncode}:\n{tail(item.log, 25)}")
             try:
                 if server.ready(client):
                     return time.monotonic() - started
@@ -477,25 +473,22 @@ def keep_logs(workdir: Path, destination: Path) -> None:
         shutil.copy(path, destination / path.name)
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks: every server is stopped
+def prober(args: argparse.Namespace) -> int | None:
+    """``--probe``: this process is the liveness prober of a run."""
+    if not args.probe:
+        return None
+    return probe_main(args.probe, args.health_seconds, args.output)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    args = parse_args(argv)
-    if args.probe:
-        return probe_main(args.probe, args.health_seconds, args.output)
-    try:
-        report = run(args)
-    except BenchError as exc:
-        print(f"peers: error: {exc}", file=sys.stderr)
-        return 1
-    report["command"] = ["bench/peers/run.py", *(argv if argv is not None else sys.argv[1:])]
+def finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
     report["summary"] = print_report(report)
     wo.save(report, args.output)
     print(f"\nraw numbers: {args.output}; server logs: {args.logs} (whole run {report['wall_seconds']:.0f} s)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return bench_main("peers", argv, parse_args, run, finish, prober=prober, program="bench/peers/run.py")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,28 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from harness import BenchError, free_port, lpa_command, node_file, tail  # bench/: run.py puts it on sys.path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DATA_URL_PREFIX = "data:image/png;base64,"
 UPSCALE = "waifu2x-upconv7"
-
-
-class BenchError(RuntimeError):
-    """This server (or the whole run) cannot go on."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 @dataclass
@@ -181,33 +163,21 @@ class Lpa(Server):
         self.niceness = ctx.inference_niceness
 
     def node_toml(self) -> str:
-        lines = [
-            "[worker]",
-            f'listen = "127.0.0.1:{self.port}"',
-            f"model_dir = {json.dumps(str(self.ctx.model_dir))}",
-            f"intra_op_threads = {self.ctx.intra_op_threads}",
-            f"inference_niceness = {self.niceness}",
-            'log_level = "info"',
-            "",
-        ]
-        for name in self.models:
-            lines += [
-                "[[models]]",
-                f'model = "{name}"',
-                f'capability = "{self.ctx.catalog_capabilities[name]}"',
-                f"capacity = {self.ctx.capacity}",
-                f"queue = {self.ctx.queue}",
-                "warm = true",
-                "",
-            ]
-        return "\n".join(lines)
+        worker = {
+            "listen": f"127.0.0.1:{self.port}",
+            "model_dir": self.ctx.model_dir,
+            "intra_op_threads": self.ctx.intra_op_threads,
+            "inference_niceness": self.niceness,
+            "log_level": "info",
+        }
+        served = {"capacity": self.ctx.capacity, "queue": self.ctx.queue, "warm": True}
+        capabilities = self.ctx.catalog_capabilities
+        return node_file(worker, [{"model": n, "capability": capabilities[n], **served} for n in self.models])
 
     def start(self) -> list[Launched]:
         node = self.ctx.workdir / "node.toml"
         node.write_text(self.node_toml(), encoding="utf-8")
-        script = Path(sys.executable).parent / "lpa"
-        lpa = [str(script)] if script.exists() else [sys.executable, "-m", "appliance.cli"]
-        command = [*lpa, "serve", "--node", str(node), "--listen", f"127.0.0.1:{self.port}"]
+        command = [*lpa_command(), "serve", "--node", str(node), "--listen", f"127.0.0.1:{self.port}"]
         return [launch(command, self._log("server"))]
 
     def ready(self, client: httpx.Client) -> bool:

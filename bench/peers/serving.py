@@ -12,6 +12,7 @@ The onnxruntime session is created exactly as the appliance's CPU rung creates i
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -27,7 +28,16 @@ from appliance.modelstore import ModelStore  # noqa: E402
 from appliance.pipelines import create_pipeline  # noqa: E402
 from appliance.resources import bundled_catalog_dir  # noqa: E402
 
-__all__ = ["ENV_MODELS", "ENV_MODEL_DIR", "ENV_THREADS", "Model", "data_url", "load_models", "models_from_env"]
+__all__ = [
+    "ENV_MODELS",
+    "ENV_MODEL_DIR",
+    "ENV_THREADS",
+    "Model",
+    "data_url",
+    "load_models",
+    "models_from_env",
+    "server_arguments",
+]
 
 CATALOG = load_catalog(bundled_catalog_dir())
 MAX_PIXELS = 4_194_304  # the node file's default max_image_pixels
@@ -64,3 +74,13 @@ def load_models(names: list[str], model_dir: Path, intra_op_threads: int) -> dic
 def models_from_env() -> tuple[list[str], Path, int]:
     names = [n for n in os.environ.get(ENV_MODELS, "").split(",") if n]
     return names, Path(os.environ[ENV_MODEL_DIR]), int(os.environ.get(ENV_THREADS, "0"))
+
+
+def server_arguments(doc: str) -> argparse.ArgumentParser:
+    """A peer server's command line, described by its docstring's first line: the models it serves, where their
+    files are, onnxruntime's intra-op threads; the server adds its ports."""
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--intra-op-threads", type=int, default=0)
+    return parser

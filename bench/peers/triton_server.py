@@ -15,7 +15,6 @@ PyTriton's stub links ``libpython3.X.so``: the benchmark sets ``LD_LIBRARY_PATH`
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import numpy as np
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
-from serving import Model, load_models
+from serving import Model, load_models, server_arguments
 
 MAX_BATCH = 8
 
@@ -41,10 +40,7 @@ def infer_function(model: Model) -> Callable[..., dict[str, np.ndarray]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--models", nargs="+", required=True)
-    parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--intra-op-threads", type=int, default=0)
+    parser = server_arguments(__doc__)
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
