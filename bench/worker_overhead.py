@@ -805,7 +805,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--inference-niceness",
         type=int,
-        default=10,
+        default=0,
         help="the server's worker.inference_niceness (0 = inference threads at the event loop's priority)",
     )
     parser.add_argument("--cpu-only", action="store_true", help="never try GPU providers (both sides)")
