@@ -66,10 +66,9 @@ class WorkerSettings(StrictStruct, frozen=True, kw_only=True):
     model_dir: str = "~/.cache/livepeer-appliance/models"
     catalog_dir: str | None = None
     intra_op_threads: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
-    # Added to the nice value of loading and inference threads (0: the event loop's priority). Off by default:
-    # on a quiet 2-core host, 10 gained /health nothing (p99 3.9 vs 3.1 ms saturated) and lost throughput
-    # whenever anything else ran, as onnxruntime's threads wait on each other (bench/PEERS.md).
-    inference_niceness: Annotated[int, msgspec.Meta(ge=0, le=19)] = 0
+    # Added to the nice value of loading and inference threads, so that the event loop wins the CPU inside the
+    # worker (0: same priority). The worker unit starts at Nice=-5, so by default inference runs at 0 (priority.py).
+    inference_niceness: Annotated[int, msgspec.Meta(ge=0, le=19)] = 5
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 16 * 1024 * 1024
     # A request's whole body must arrive within this many seconds of its start; a client trickling its body
     # (slowloris) is cut with a 400 and a closed connection instead of holding a connection and the drain.

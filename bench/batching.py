@@ -47,6 +47,7 @@ import numpy as np
 import worker_overhead as wo
 
 from appliance.backends import create_backend
+from appliance.config import WorkerSettings
 from appliance.modelstore import ModelStore
 
 DEFAULT_MODELS = ("waifu2x-upconv7", "ppocr-v4-det")
@@ -338,7 +339,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pays-above", type=float, default=1.10, help="batched / best unbatched throughput")
     parser.add_argument("--model-dir", type=Path, default=wo.DEFAULT_MODEL_DIR)
     parser.add_argument("--intra-op-threads", type=int, default=0, help="0: one per core")
-    parser.add_argument("--inference-niceness", type=int, default=0, help="the server's worker.inference_niceness")
+    parser.add_argument(
+        "--inference-niceness",
+        type=int,
+        default=WorkerSettings().inference_niceness,
+        help="the server's worker.inference_niceness (default: the node file's)",
+    )
     parser.add_argument("--request-timeout", type=float, default=60.0)
     parser.add_argument("--startup-timeout", type=float, default=120.0)
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="give up after this long")

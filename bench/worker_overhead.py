@@ -49,6 +49,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from appliance.backends import create_backend
 from appliance.catalog import Manifest, load_catalog
+from appliance.config import WorkerSettings
 from appliance.imaging import decode_image, encode_png
 from appliance.modelstore import ModelFileError, ModelStore
 from appliance.pipelines import create_pipeline
@@ -805,7 +806,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--inference-niceness",
         type=int,
-        default=0,
+        default=WorkerSettings().inference_niceness,
         help="the server's worker.inference_niceness (0 = inference threads at the event loop's priority)",
     )
     parser.add_argument("--cpu-only", action="store_true", help="never try GPU providers (both sides)")

@@ -6,7 +6,7 @@
   worker = {
     listen = "127.0.0.1:8000";
     intra_op_threads = 0;
-    inference_niceness = 0;
+    inference_niceness = 5;
     max_body_bytes = 16777216;
     max_image_pixels = 4194304;
     log_level = "info";

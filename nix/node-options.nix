@@ -30,7 +30,7 @@
       max = 256;
     };
     inference_niceness = {
-      default = 0;
+      default = 5;
       min = 0;
       max = 19;
     };

@@ -79,6 +79,17 @@ def test_every_service_is_unprivileged_and_sandboxed() -> None:
             }, name
 
 
+def test_the_worker_unit_lifts_the_event_loop_and_leaves_inference_at_normal_priority() -> None:
+    """The unit's Nice= and the node file's default inference_niceness cancel out: inference at 0 (as the other
+    services), the event loop above it (vm-tests check the threads' nice values on a booted node)."""
+    from appliance.config import WorkerSettings  # noqa: PLC0415
+
+    generator = _generator()
+    own, _ = generator.service_settings(generator.load_units(), "livepeer-worker@.service")
+    assert int(own["Nice"]) < 0
+    assert int(own["Nice"]) + WorkerSettings().inference_niceness == 0
+
+
 @pytest.mark.parametrize(("unit", "limit"), sorted(EXPOSURE_LIMITS.items()))
 def test_exposure_is_within_target(unit: str, limit: float) -> None:
     exposure = _exposure(SYSTEMD / unit)

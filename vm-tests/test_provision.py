@@ -286,6 +286,17 @@ def test_services_are_active_and_answer(provisioned: Provisioned) -> None:
     assert _upscale_on_node(node) == (48, 32)
 
 
+def test_the_event_loop_runs_above_the_inference_threads(provisioned: Provisioned) -> None:
+    """The unit's Nice=-5 reached the worker (set by systemd before it drops to the service user), and the
+    inference threads, made by the upscale above, raised theirs back to 0: each thread's nice value from /proc."""
+    node = provisioned.node
+    pid = _main_pid(node, WORKER)
+    script = f"for t in /proc/{pid}/task/*; do echo \"${{t##*/}} $(sed 's/.*) //' $t/stat | cut -d' ' -f17)\"; done"
+    nice = {int(tid): int(value) for tid, value in (line.split() for line in node.ssh(script).stdout.splitlines())}
+    assert nice[pid] == -5, nice  # the main thread: the event loop
+    assert set(nice.values()) == {-5, 0}, nice  # inference (and onnxruntime's pool) at the system's priority
+
+
 def test_go_livepeer_completed_its_handshake_with_the_worker(provisioned: Provisioned) -> None:
     status = json.loads(provisioned.node.ssh("curl -sS --fail http://127.0.0.1:7935/status").stdout)
     assert TOKEN not in json.dumps(status) and ORCH_SECRET not in json.dumps(status)

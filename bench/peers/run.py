@@ -47,6 +47,7 @@ from report import print_report  # noqa: E402
 from servers import REPO, SERVERS, Context, PeerEnv, ProcessTree, Server  # noqa: E402
 
 from appliance.catalog import load_catalog  # noqa: E402
+from appliance.config import WorkerSettings  # noqa: E402
 from appliance.fetch import fetch_models  # noqa: E402
 from appliance.modelstore import ModelStore  # noqa: E402
 from appliance.resources import bundled_catalog_dir  # noqa: E402
@@ -341,7 +342,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="one case (waifu2x 256²), few requests: a few minutes")
     parser.add_argument(
-        "--servers", nargs="+", choices=list(SERVERS), help="which servers (default all; quick: all but lpa-nice10)"
+        "--servers", nargs="+", choices=list(SERVERS), help="which servers (default all; quick: all but lpa-nice0)"
     )
     parser.add_argument("--cases", nargs="+", metavar="MODEL:SIZE", help=f"default {' '.join(CASES)}")
     parser.add_argument("--repeat", type=int, help="sequential requests per case for p50/p99 (default 8; quick 3)")
@@ -362,7 +363,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--queue", type=int, default=max(CONCURRENCY) - 1, help="lpa serve: waiting requests per model (c=8 fits)"
     )
-    parser.add_argument("--inference-niceness", type=int, default=0, help="lpa serve: the node file's default")
+    parser.add_argument(
+        "--inference-niceness",
+        type=int,
+        default=WorkerSettings().inference_niceness,
+        help="lpa serve: the node file's default",
+    )
     parser.add_argument("--intra-op-threads", type=int, default=0, help="onnxruntime threads, every server (0=auto)")
     parser.add_argument("--model-dir", type=Path, default=REPO / "var" / "models", help="model files (fetched here)")
     parser.add_argument("--peers-venv", type=Path, default=REPO / "var" / "peers-venv", help="the peers' venv")
@@ -380,7 +386,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     args.cases = args.cases or list(QUICK_CASES if args.quick else CASES)
-    args.servers = args.servers or [key for key in SERVERS if not (args.quick and key == "lpa-nice10")]
+    args.servers = args.servers or [key for key in SERVERS if not (args.quick and key == "lpa-nice0")]
     for case in [*args.cases, args.health_case]:
         model, _, size = case.partition(":")
         if model not in CATALOG.manifests or not size.isdigit():

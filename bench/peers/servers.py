@@ -51,9 +51,9 @@ class Context:
     intra_op_threads: int
     workdir: Path
     peer: PeerEnv | None
+    inference_niceness: int
     capacity: int = 1
     queue: int = 7
-    inference_niceness: int = 0
     catalog_capabilities: Mapping[str, str] = field(default_factory=dict)
     skip_reason: str = ""  # why the peers' venv is not there, when it is not
 
@@ -216,17 +216,17 @@ class Lpa(Server):
         }
 
 
-class LpaNice10(Lpa):
-    """The same, with ``inference_niceness = 10`` (the default until run 3 of bench/PEERS.md): what lowering the
-    inference threads' priority, so that the event loop wins the CPU inside the worker, costs or gains. The two
-    rows are also the same code measured minutes apart, a direct reading of the host's run-to-run noise."""
+class LpaNice0(Lpa):
+    """The same, with ``inference_niceness = 0``: what the default (inference threads at a lowered priority, so
+    that the event loop wins the CPU inside the worker) costs or gains here, where no unit's ``Nice=-5`` lifts the
+    worker. The two rows are also the same code measured minutes apart, a direct reading of the host's noise."""
 
-    name = "lpa serve, niceness 10"
-    key = "lpa-nice10"
+    name = "lpa serve, niceness 0"
+    key = "lpa-nice0"
 
     def __init__(self, ctx: Context, models: Sequence[str]) -> None:
         super().__init__(ctx, models)
-        self.niceness = 10
+        self.niceness = 0
 
 
 class AiRunner(Server):
@@ -396,7 +396,7 @@ class BentoML(Server):
 
 SERVERS: dict[str, type[Server]] = {
     "lpa": Lpa,
-    "lpa-nice10": LpaNice10,
+    "lpa-nice0": LpaNice0,
     "ai-runner": AiRunner,
     "triton": Triton,
     "ray": RayServe,
