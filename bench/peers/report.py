@@ -9,7 +9,12 @@ from typing import Any
 import worker_overhead as wo
 
 PEER_KEYS = ("ai-runner", "triton", "ray", "bentoml")
-OURS = ("lpa", "lpa-nice0")  # the node file's defaults, and the same with inference_niceness = 0
+# The node file's defaults; the same at the worker unit's Nice (as on a provisioned node); inference_niceness = 0.
+OURS = {
+    "lpa": "the node file's defaults",
+    "lpa-unit": "the node file's defaults, started at the worker unit's Nice (as systemd starts it)",
+    "lpa-nice0": "inference_niceness = 0",
+}
 TARGET_SIZE = 512
 OVERHEAD_MS, OVERHEAD_FRACTION = 5.0, 0.05
 HEALTH_P99_MS = 20.0
@@ -225,7 +230,7 @@ def print_notes(
             reason = " | ".join(s.get("reason", "").strip().splitlines()[-3:])[:300]
             extra = f" ({failed} failed throughput requests)" if s["status"] == "ok" else ""
             print(f"  {s['server']}: {s['status']}: {reason}{extra}")
-    for key, label in zip(OURS, ("the node file's defaults", "inference_niceness = 0"), strict=True):
+    for key, label in OURS.items():
         if found.get(key):
             print(f"\nTargets (issue 7), lpa serve with {label}:")
             print_targets(found[key])

@@ -342,7 +342,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="one case (waifu2x 256²), few requests: a few minutes")
     parser.add_argument(
-        "--servers", nargs="+", choices=list(SERVERS), help="which servers (default all; quick: all but lpa-nice0)"
+        "--servers",
+        nargs="+",
+        choices=list(SERVERS),
+        help="which servers (default all; quick: all but lpa-nice0 and lpa-unit)",
     )
     parser.add_argument("--cases", nargs="+", metavar="MODEL:SIZE", help=f"default {' '.join(CASES)}")
     parser.add_argument("--repeat", type=int, help="sequential requests per case for p50/p99 (default 8; quick 3)")
@@ -386,7 +389,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     args.cases = args.cases or list(QUICK_CASES if args.quick else CASES)
-    args.servers = args.servers or [key for key in SERVERS if not (args.quick and key == "lpa-nice0")]
+    args.servers = args.servers or [key for key in SERVERS if not (args.quick and key in ("lpa-nice0", "lpa-unit"))]
     for case in [*args.cases, args.health_case]:
         model, _, size = case.partition(":")
         if model not in CATALOG.manifests or not size.isdigit():

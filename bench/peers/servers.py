@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,7 +179,11 @@ class Lpa(Server):
         node = self.ctx.workdir / "node.toml"
         node.write_text(self.node_toml(), encoding="utf-8")
         command = [*lpa_command(), "serve", "--node", str(node), "--listen", f"127.0.0.1:{self.port}"]
-        return [launch(command, self._log("server"))]
+        return [launch([*self.run_under(), *command], self._log("server"))]
+
+    def run_under(self) -> list[str]:
+        """A command that ``lpa serve`` runs under (none: started as it is)."""
+        return []
 
     def ready(self, client: httpx.Client) -> bool:
         status = client.get(f"{self.base}/health").json().get("status")
@@ -227,6 +232,22 @@ class LpaNice0(Lpa):
     def __init__(self, ctx: Context, models: Sequence[str]) -> None:
         super().__init__(ctx, models)
         self.niceness = 0
+
+
+class LpaAsItsUnit(Lpa):
+    """The node file's defaults started at the worker unit's ``Nice=`` (systemd/units.toml), as systemd starts it
+    on a provisioned node: the event loop above the benchmark's other processes, inference at their level.
+    Lowering a nice value needs root (systemd is root when it applies it), so elsewhere this row is skipped."""
+
+    name = "lpa serve, unit's Nice"
+    key = "lpa-unit"
+
+    def run_under(self) -> list[str]:
+        with (REPO / "systemd" / "units.toml").open("rb") as handle:
+            nice = int(tomllib.load(handle)["units"]["livepeer-worker@.service"]["Service"]["Nice"])
+        if os.geteuid() != 0:
+            raise BenchError(f"starting at the unit's Nice={nice} needs root, as systemd has")
+        return ["nice", "-n", str(nice)]  # from exec on: every thread it starts inherits it
 
 
 class AiRunner(Server):
@@ -397,6 +418,7 @@ class BentoML(Server):
 SERVERS: dict[str, type[Server]] = {
     "lpa": Lpa,
     "lpa-nice0": LpaNice0,
+    "lpa-unit": LpaAsItsUnit,
     "ai-runner": AiRunner,
     "triton": Triton,
     "ray": RayServe,
