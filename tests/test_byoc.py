@@ -75,8 +75,11 @@ def test_surge_price_follows_load_both_ways(orchestrator: Orchestrator) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            registered_id = orchestrator.registrations["depth"]["id"]
             await registrar.unregister_all()
-        assert orchestrator.unregistered == ["depth"]
+        # By id (later go-livepeer), then by name (v0.9.1): this node has one worker instance.
+        assert registered_id == "depth@http://127.0.0.1:9/m/depth/ppocr-v4-det"
+        assert orchestrator.unregistered == [registered_id, "depth"]
 
     asyncio.run(scenario())
 
@@ -98,3 +101,23 @@ def test_wrong_secret_is_refused_and_retried(orchestrator: Orchestrator) -> None
         await registrar.client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_an_instance_among_several_unregisters_only_its_own_runner(orchestrator: Orchestrator) -> None:
+    node = load_node_text("[worker]\ngpus = [0, 1]\n" + NODE.replace("URL", orchestrator.url), source="t")
+
+    async def scenario() -> None:
+        registrar = ByocRegistrar(
+            node,
+            list(node.models),
+            worker_url="http://127.0.0.1:8001",
+            token=None,
+            orch_secret="s3cret",
+            load=lambda _: 0.0,
+        )
+        assert await registrar.register(node.models[0]) is True
+        await registrar.unregister_all()
+
+    asyncio.run(scenario())
+    # By name, go-livepeer would drop GPU 0's runner as well.
+    assert orchestrator.unregistered == ["depth@http://127.0.0.1:8001/m/depth/ppocr-v4-det"]

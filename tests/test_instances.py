@@ -101,8 +101,14 @@ def test_render_gives_go_livepeer_every_instance(tmp_path: Path) -> None:
         "http://127.0.0.1:9000/m/upscale/waifu2x-upconv7",
         "http://127.0.0.1:9002/m/upscale/waifu2x-upconv7",
     ]
-    byoc_urls = [entry["url"] for entry in json.loads(files["byoc.json"].content)]
-    assert byoc_urls == ["http://127.0.0.1:9000/m/segmentation/u2netp", "http://127.0.0.1:9002/m/segmentation/u2netp"]
+    byoc = json.loads(files["byoc.json"].content)
+    assert [entry["url"] for entry in byoc] == [
+        "http://127.0.0.1:9000/m/segmentation/u2netp",
+        "http://127.0.0.1:9002/m/segmentation/u2netp",
+    ]
+    # One name, one id per instance: go-livepeer versions that key runners by id keep both GPUs' runners.
+    assert {entry["name"] for entry in byoc} == {"segmentation"}
+    assert [entry["id"] for entry in byoc] == [f"segmentation@{entry['url']}" for entry in byoc]
 
 
 @pytest.mark.parametrize(

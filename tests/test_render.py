@@ -272,6 +272,7 @@ def test_rendered_ai_models_is_what_golivepeer_reads(token_file: Path, tmp_path:
     byoc = json.loads(files["byoc.json"].content)
     assert byoc == [
         {
+            "id": "depth@http://127.0.0.1:8000/m/depth/ppocr-v4-det",
             "name": "depth",
             "description": "depth with ppocr-v4-det (livepeer-appliance)",
             "url": "http://127.0.0.1:8000/m/depth/ppocr-v4-det",

@@ -39,10 +39,14 @@ def registration(
     """The ``/capability/register`` body of ``entry`` (its surge price when ``surging``)."""
     rule = node.price_for(entry)
     price = byoc_price(rule, surging=surging) if rule else None
+    name, url = byoc_name(node, entry), worker_url + entry_base_path(entry)
     return {
-        "name": byoc_name(node, entry),
+        # go-livepeer v0.9.1 keeps one runner per name and ignores "id"; later versions key runners by "id" and
+        # give a registration without one a random key, so every periodic re-registration would add a runner.
+        "id": f"{name}@{url}",
+        "name": name,
         "description": f"{entry.capability} with {entry.served_id} (livepeer-appliance)",
-        "url": worker_url + entry_base_path(entry),
+        "url": url,
         "capacity": entry.capacity,
         "price_per_unit": price.price_per_unit if price else 0,
         "price_scaling": price.price_scaling if price else 1,
@@ -126,11 +130,16 @@ class ByocRegistrar:
         )
 
     async def unregister_all(self) -> None:
-        for name in list(self.registered):
+        """Withdraw every registration: by its id (go-livepeer after v0.9.1 removes just this runner), then by
+        name (v0.9.1 knows only names) where this worker is the node's only instance: with several, the name
+        would also withdraw the other GPUs' runners."""
+        only_instance = len(self.node.worker.gpus) == 1
+        for name, body in list(self.registered.items()):
             try:
-                await self.client.post(
-                    "/capability/unregister", content=name.encode(), headers={"Content-Type": "text/plain"}
-                )
+                for key in (body["id"], name) if only_instance else (body["id"],):
+                    await self.client.post(
+                        "/capability/unregister", content=key.encode(), headers={"Content-Type": "text/plain"}
+                    )
                 log.info("BYOC capability unregistered", capability=name)
             except httpx.HTTPError as exc:
                 log.warning("BYOC unregistration failed", capability=name, error=type(exc).__name__)

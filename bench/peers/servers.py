@@ -358,7 +358,10 @@ class RayServe(Server):
         command = [str(self.peer.python), str(HERE / "ray_app.py"), "--models", *self.models]
         command += ["--model-dir", str(self.ctx.model_dir), "--intra-op-threads", str(self.ctx.intra_op_threads)]
         command += ["--port", str(self.port), "--dashboard-port", str(self.dashboard), "--temp-dir", self.temp_dir]
-        return [launch(command, self._log("server"), env=self.ctx.peer_env())]
+        # Ray looks for `uv run` among the driver's ancestors (as when this benchmark runs under `uv run`) and then
+        # starts its workers with `uv run` in the working tree's project, without Ray: keep its workers in the venv.
+        env = self.ctx.peer_env(RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+        return [launch(command, self._log("server"), env=env)]
 
     def ready(self, client: httpx.Client) -> bool:
         if "all applications running" not in tail(self.launched[0].log, 400):
