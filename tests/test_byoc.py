@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from appliance.config import ServedModel, load_node_text
+from appliance.config import Node, ServedModel, load_node_text
 from appliance.livepeer.byoc import ByocRegistrar
 from tests.doubles.orchestrator import Orchestrator
 
@@ -30,12 +30,26 @@ surge = { threshold = 0.75, multiplier = "1.5" }
 """
 
 
+SECRET = "s3cret"  # the double's throwaway orchSecret
+
+
 @pytest.fixture
 def orchestrator() -> Iterator[Orchestrator]:
-    double = Orchestrator([], orch_secret="s3cret")
+    double = Orchestrator([], orch_secret=SECRET)
     double.serve()
     yield double
     double.close()
+
+
+def _registrar(
+    node: Node,
+    *,
+    worker_url: str = "http://127.0.0.1:9",
+    orch_secret: str = SECRET,
+    load: Callable[[ServedModel], float] = lambda _: 0.0,
+) -> ByocRegistrar:
+    """The registrar of every model of ``node``, made inside the test's event loop (its HTTP client needs one)."""
+    return ByocRegistrar(node, list(node.models), worker_url=worker_url, token=None, orch_secret=orch_secret, load=load)
 
 
 async def _until(condition: object, timeout: float = 5.0) -> None:
@@ -54,14 +68,7 @@ def test_surge_price_follows_load_both_ways(orchestrator: Orchestrator) -> None:
         return load["busy"]
 
     async def scenario() -> None:
-        registrar = ByocRegistrar(
-            node,
-            list(node.models),
-            worker_url="http://127.0.0.1:9",
-            token="t",
-            orch_secret="s3cret",
-            load=busy_fraction,
-        )
+        registrar = _registrar(node, load=busy_fraction)
         task = asyncio.create_task(registrar.run())
         try:
             await _until(lambda: "depth" in orchestrator.registrations)
@@ -88,14 +95,7 @@ def test_wrong_secret_is_refused_and_retried(orchestrator: Orchestrator) -> None
     node = load_node_text(NODE.replace("URL", orchestrator.url), source="t")
 
     async def scenario() -> None:
-        registrar = ByocRegistrar(
-            node,
-            list(node.models),
-            worker_url="http://127.0.0.1:9",
-            token=None,
-            orch_secret="wrong",
-            load=lambda _: 0.0,
-        )
+        registrar = _registrar(node, orch_secret="wrong")
         assert await registrar.register(node.models[0]) is False
         assert orchestrator.registrations == {}
         await registrar.client.aclose()
@@ -107,14 +107,7 @@ def test_an_instance_among_several_unregisters_only_its_own_runner(orchestrator:
     node = load_node_text("[worker]\ngpus = [0, 1]\n" + NODE.replace("URL", orchestrator.url), source="t")
 
     async def scenario() -> None:
-        registrar = ByocRegistrar(
-            node,
-            list(node.models),
-            worker_url="http://127.0.0.1:8001",
-            token=None,
-            orch_secret="s3cret",
-            load=lambda _: 0.0,
-        )
+        registrar = _registrar(node, worker_url="http://127.0.0.1:8001")
         assert await registrar.register(node.models[0]) is True
         await registrar.unregister_all()
 
