@@ -69,6 +69,7 @@ DEFAULT_PACKAGES: tuple[str, ...] = (
     "procps",
     "python3",
     "python3-venv",
+    "sudo",
     "systemd",
     "systemd-sysv",
 )

@@ -186,11 +186,12 @@ def _variables(artifacts: Artifacts, node_file: Path, release_url: str, **overri
         "livepeer_go_livepeer_sha256": artifacts.release_sha256,
         # No Docker daemon runs inside a test container; go-livepeer's double only warns where the real one stops.
         "livepeer_go_livepeer_docker": False,
-        # The minimal Debian root has no sudo; the livepeer user's shell is nologin.
-        "ansible_become_method": "su",
-        "ansible_become_flags": "-s /bin/sh",
-        **overrides,
+        **overrides,  # become: sudo, Ansible's default and ansible/README.md's (the image bake uses su)
     }
+
+
+# A node without sudo, as ansible/README.md documents it: su, with a shell forced for the nologin user.
+BECOME_SU = {"ansible_become_method": "su", "ansible_become_flags": "-s /bin/sh"}
 
 
 @dataclass
@@ -388,7 +389,8 @@ def test_an_image_baked_without_booting_comes_up_serving(
     node = make_node()
     url = node.serve_http(artifacts.release_dir) + "livepeer-linux-amd64.tar.gz"
     node.start_unbooted_sshd()
-    recap = _play(node, tmp_path, _variables(artifacts, node_file, url, livepeer_units_start=False), what="bake")
+    variables = _variables(artifacts, node_file, url, livepeer_units_start=False, **BECOME_SU)
+    recap = _play(node, tmp_path, variables, what="bake")
     assert recap.returncode == 0 and recap.failed == 0, recap.output[-6000:]
     node.stop_unbooted()
     started = time.monotonic()
