@@ -14,7 +14,6 @@ import pytest
 from litestar.testing import TestClient
 from onnx import TensorProto, helper, numpy_helper
 
-from appliance.atomic import sha256_file
 from appliance.catalog import load_catalog
 from appliance.config import load_node
 from appliance.fetch import fetch_models
@@ -22,7 +21,7 @@ from appliance.modelstore import ModelStore
 from appliance.resources import bundled_catalog_dir
 from appliance.runtime import Runtime
 from appliance.server.app import create_app
-from tests.helpers import REPO, write_node
+from tests.helpers import REPO, write_node, write_style_manifest
 
 REAL_MODELS = ("waifu2x-upconv7", "waifu2x-cunet", "u2netp", "ppocr-v4-det")
 STYLE_SIZE = 64
@@ -64,25 +63,8 @@ def catalog_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Pa
         shutil.copy(manifest, directory)
     model = directory / "tiny-style.onnx"
     make_style_model(model)
-    (directory / "tiny-style.toml").write_text(
-        f'''name = "tiny-style"
-description = "A one-layer style-transfer stand-in made by the tests"
-licence = "MIT"
-file = "tiny-style.onnx"
-sha256 = "{sha256_file(model)}"
-[source]
-kind = "file"
-path = "tiny-style.onnx"
-[[inputs]]
-name = "input1"
-[[outputs]]
-name = "output1"
-[processing]
-capability = "style-transfer"
-size = {STYLE_SIZE}
-''',
-        encoding="utf-8",
-    )
+    description = "A one-layer style-transfer stand-in made by the tests"
+    write_style_manifest(directory, "tiny-style", model, description=description, size=STYLE_SIZE)
     fetch_models(load_catalog(directory), ["tiny-style"], ModelStore(model_dir), progress=False)
     return directory
 

@@ -21,6 +21,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from appliance.atomic import sha256_file
+
 REPO = Path(__file__).resolve().parent.parent
 CONTRACT = REPO / "tests" / "contract" / "ai-runner-openapi.yaml"
 GRACE_HOPPER = REPO / "tests" / "data" / "grace_hopper.jpg"
@@ -109,6 +111,30 @@ def _toml(value: Any) -> str:
     if isinstance(value, dict):  # an inline table
         return "{ " + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items()) + " }"
     return str(value)
+
+
+def write_style_manifest(catalog: Path, name: str, model_file: Path, *, description: str, size: int) -> None:
+    """Write ``<catalog>/<name>.toml``: a style-transfer manifest whose ``file`` source is ``model_file`` (in
+    ``catalog``), pinned to that file's sha256, with the fast-neural-style interface (``input1`` → ``output1``)."""
+    (catalog / f"{name}.toml").write_text(
+        f'''name = "{name}"
+description = "{description}"
+licence = "MIT"
+file = "{model_file.name}"
+sha256 = "{sha256_file(model_file)}"
+[source]
+kind = "file"
+path = "{model_file.name}"
+[[inputs]]
+name = "input1"
+[[outputs]]
+name = "output1"
+[processing]
+capability = "style-transfer"
+size = {size}
+''',
+        encoding="utf-8",
+    )
 
 
 def free_port() -> int:

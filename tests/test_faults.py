@@ -40,7 +40,15 @@ from appliance.runtime import Runtime
 from appliance.serve import GRACEFUL_SHUTDOWN_S
 from appliance.server.app import create_app
 from appliance.server.drain import DRAIN_TIMEOUT_S
-from tests.helpers import REPO, ServedWorker, assert_contract_response, golivepeer_multipart, png_bytes, write_node
+from tests.helpers import (
+    REPO,
+    ServedWorker,
+    assert_contract_response,
+    golivepeer_multipart,
+    png_bytes,
+    write_node,
+    write_style_manifest,
+)
 
 UPSCALE = "/m/upscale/waifu2x-upconv7/upscale"
 ROUTE = "upscale:waifu2x-upconv7:upscale"  # the route's metrics label
@@ -429,25 +437,8 @@ def test_full_disk_during_a_model_fetch_leaves_no_partial_file(small_fs: Callabl
     catalog = tmp_path / "catalog"
     catalog.mkdir()
     (catalog / "big.onnx").write_bytes(np.random.default_rng(1).bytes(1 << 20))  # 1 MiB, onto 256 KiB
-    (catalog / "big.toml").write_text(
-        f'''name = "big"
-description = "A model file larger than the disk it is fetched onto"
-licence = "MIT"
-file = "big.onnx"
-sha256 = "{sha256_file(catalog / "big.onnx")}"
-[source]
-kind = "file"
-path = "big.onnx"
-[[inputs]]
-name = "input1"
-[[outputs]]
-name = "output1"
-[processing]
-capability = "style-transfer"
-size = 64
-''',
-        encoding="utf-8",
-    )
+    description = "A model file larger than the disk it is fetched onto"
+    write_style_manifest(catalog, "big", catalog / "big.onnx", description=description, size=64)
     models = small_fs(256 * 1024)
     with pytest.raises(FetchError, match=r"model 'big': .*No space left on device.*; nothing was installed"):
         fetch_models(load_catalog(catalog), ["big"], ModelStore(models), progress=False)
