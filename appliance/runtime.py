@@ -54,6 +54,11 @@ class ServedEntry:
         return entry_base_path(self.config)
 
     @property
+    def inference_path(self) -> str:
+        """The entry's inference route: ``<base_path>/<capability>`` (the contract's ``/upscale`` for upscale)."""
+        return f"{self.base_path}/{self.config.capability}"
+
+    @property
     def label(self) -> str:
         return f"{self.config.capability}/{self.config.served_id}"
 

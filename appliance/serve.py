@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
+import socket
 import time
 
 import structlog
@@ -15,11 +17,12 @@ from appliance.instances import WorkerInstance
 from appliance.runtime import Runtime
 from appliance.secrets import read_secret_file
 from appliance.server.app import create_app
+from appliance.server.banner import announce_serving
 from appliance.server.drain import DRAIN_TIMEOUT_S, Drain
 from appliance.server.headers import header_deadline_protocol
 from appliance.server.logging import configure_logging
 
-__all__ = ["GRACEFUL_SHUTDOWN_S", "serve"]
+__all__ = ["GRACEFUL_SHUTDOWN_S", "ListenError", "bind_listen_socket", "serve"]
 
 log = structlog.get_logger("appliance.serve")
 
@@ -58,7 +61,38 @@ def _is_loopback(host: str) -> bool:
     return host == "localhost" or ipaddress.ip_address(host).is_loopback
 
 
+class ListenError(ValueError):
+    """The worker cannot take its address (in use, not on this host, not permitted); nothing was loaded."""
+
+
+def bind_listen_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else happens: a taken port is one clear error at once, not a
+    uvicorn traceback after every model has loaded. Options as uvicorn sets them (SO_REUSEADDR)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        why = "the address is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise ListenError(f"cannot listen on {host}:{port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _http_address(host: str, port: int) -> str:
+    """Where a client on this host reaches the socket (a wildcard bind is reached on loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 (mapping a wildcard away)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def serve(node: Node, catalog: Catalog, *, instance: WorkerInstance, listen: tuple[str, int], allow_gpu: bool) -> int:
+    host, port = listen
+    sock = bind_listen_socket(host, port)
     configure_logging(node.worker.log_level)
     runtime = Runtime(node, catalog, allow_gpu=allow_gpu, gpu=instance.gpu)
     token = read_secret_file(node.worker.token_file, what="worker.token_file")
@@ -68,8 +102,13 @@ def serve(node: Node, catalog: Catalog, *, instance: WorkerInstance, listen: tup
         else None
     )
     drain = Drain()
-    app = create_app(runtime, token=token, orch_secret=orch_secret, instance=instance, drain=drain)
-    host, port = listen
+    address = _http_address(host, port)
+    token_file = node.worker.token_file
+
+    def on_ready(loaded: Runtime) -> None:
+        announce_serving(loaded, address=address, token_file=token_file)
+
+    app = create_app(runtime, token=token, orch_secret=orch_secret, instance=instance, drain=drain, on_ready=on_ready)
     if token is None and not _is_loopback(host):
         log.warning(
             "listening beyond loopback without a bearer token: anyone who can reach it can use it",
@@ -88,5 +127,5 @@ def serve(node: Node, catalog: Catalog, *, instance: WorkerInstance, listen: tup
     )
     server = _DrainingServer(config, drain)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises SIGINT once it has shut down
-        server.run()  # and SIGTERM likewise: the process ends by it, which systemd counts as a clean stop
+        server.run(sockets=[sock])  # and SIGTERM likewise: the process ends by it, a clean stop for systemd
     return 0 if server.started else _STARTUP_FAILURE

@@ -19,14 +19,14 @@ from appliance.livepeer.render import PIPELINE_OF
 from appliance.notify import notify
 from appliance.priority import lower_thread_priority
 from appliance.runtime import Runtime
-from appliance.server.auth import bearer_guard
+from appliance.server.auth import bearer_check, bearer_guard
 from appliance.server.body import BodyDeadlineMiddleware
 from appliance.server.drain import Drain
 from appliance.server.errors import handle_error
 from appliance.server.logging import RequestLogMiddleware, redact
 from appliance.server.metrics import Metrics
 from appliance.server.openapi import openapi_document
-from appliance.server.routes import EntryRoutes, worker_routes
+from appliance.server.routes import EntryRoutes, served_routes, worker_routes
 
 __all__ = ["create_app"]
 
@@ -65,11 +65,13 @@ def create_app(
     instance: WorkerInstance | None = None,
     load_in_background: bool = True,
     drain: Drain | None = None,
+    on_ready: Callable[[Runtime], None] | None = None,
 ) -> Litestar:
     """The worker app. Models load in a background thread at start-up; ``/health`` says LOADING meanwhile.
 
     ``instance``: which of the node's worker instances this is (its URL goes into BYOC registrations);
     default the first. ``drain``: what ``lpa serve`` sets on SIGTERM (server/drain.py); default a fresh one.
+    ``on_ready``: called once loading has ended (``lpa serve`` prints where it serves).
     """
     url = (instance or instance_for(runtime.node, None)).url
     redact(token)  # neither secret may reach a log line, whatever carries it there (server/logging.py)
@@ -81,6 +83,7 @@ def create_app(
     entries = [EntryRoutes(entry, runtime, metrics, drain) for entry in runtime.entries]
     document = openapi_document(runtime.entries, secured=token is not None)
     handlers = [h for e in entries for h in e.handlers()] + worker_routes(runtime, metrics, entries, document)
+    authorized = bearer_check(token)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -92,7 +95,7 @@ def create_app(
         loader_thread.shutdown(wait=False)  # the submitted load still runs; the thread ends after it
         if not load_in_background:
             await loader
-        announcing = asyncio.create_task(_announce_ready(loader, runtime))
+        announcing = asyncio.create_task(_announce_ready(loader, runtime, on_ready))
         registrar = _byoc_registrar(runtime, entries, token, orch_secret, url)
         withdraw = _start_registering(registrar, loader, runtime) if registrar else None
         if withdraw is not None:
@@ -117,7 +120,14 @@ def create_app(
         middleware=[DefineMiddleware(BodyDeadlineMiddleware, timeout_s=runtime.node.worker.body_timeout_seconds)],
         lifespan=[lifespan],
         request_max_body_size=runtime.node.worker.max_body_bytes,
-        state=State({"max_body_bytes": runtime.node.worker.max_body_bytes, "metrics": metrics}),
+        state=State(
+            {
+                "max_body_bytes": runtime.node.worker.max_body_bytes,
+                "metrics": metrics,
+                # What a 404 under /m/ names (errors.py): only to a caller that could use the routes anyway.
+                "served_routes": lambda connection: served_routes(entries) if authorized(connection) else None,
+            }
+        ),
         openapi_config=None,
         logging_config=None,  # logs are structlog JSON lines (server/logging.py); leave stdlib logging alone
         debug=False,
@@ -128,9 +138,13 @@ def create_app(
     return app
 
 
-async def _announce_ready(loader: asyncio.Future[None], runtime: Runtime) -> None:
+async def _announce_ready(
+    loader: asyncio.Future[None], runtime: Runtime, on_ready: Callable[[Runtime], None] | None
+) -> None:
     """Tell systemd (Type=notify) the worker is ready once loading ends, from the serving loop itself."""
     await asyncio.shield(loader)
+    if on_ready is not None:
+        on_ready(runtime)
     failed = [e.label for e in runtime.entries if e.state == "ERROR"]
     # Ready either way: the worker serves the models that loaded; /health says ERROR for the others.
     status = f"STATUS=serving {len(runtime.entries) - len(failed)} models"

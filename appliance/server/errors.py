@@ -11,6 +11,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, ClassVar
 
+import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
@@ -134,6 +135,19 @@ def _narrow(status: int, allowed: frozenset[int]) -> int:
     return 500 if status >= 500 else 400
 
 
+def _unknown_entry_route(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """A 404 under ``/m/``: most likely a wrong capability or model_id in a URL. Name what this worker serves
+    (the path itself is not echoed: it may carry anything a client put there)."""
+    served = request.app.state.get("served_routes")
+    listed = served(request) if served is not None else None
+    if listed is None:  # a worker with a token tells a caller without it nothing about its models
+        return {"detail": {"msg": "Not Found"}}
+    routes = msgspec.to_builtins(listed)
+    listing = "; ".join(f"{r['capability']} {r['model_id']!r} at {r['base_path']} ({r['inference']})" for r in routes)
+    msg = f"no such route on this worker. It serves: {listing or 'nothing'}. The index is GET /"
+    return {"detail": {"msg": msg, "served": routes}}
+
+
 def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Shape ``exc`` as the contract's error body with a status this route may answer."""
     headers: dict[str, str] = {}
@@ -153,6 +167,8 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
                 413,
                 {"detail": {"msg": f"request body is larger than this worker's limit of {limit} bytes"}},
             )
+        case HTTPException() if exc.status_code == 404 and request.url.path.startswith("/m/"):
+            status, body = 404, _unknown_entry_route(request)
         case HTTPException():  # Litestar's own: 404, 405, malformed requests
             status, body = exc.status_code, {"detail": {"msg": str(exc.detail)}}
             headers.update(exc.headers or {})

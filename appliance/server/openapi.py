@@ -28,6 +28,7 @@ from appliance.server.schemas import (
     ModelStatus,
     UpscaleForm,
     Version,
+    WorkerIndex,
 )
 
 __all__ = ["openapi_document"]
@@ -64,6 +65,7 @@ def openapi_document(entries: Sequence[ServedEntry], *, secured: bool) -> dict[s
         HardwareStats,
         ImageResponse,
         ModelStatus,
+        WorkerIndex,
         HTTPError,
         HTTPValidationError,
         UpscaleForm,
@@ -84,11 +86,12 @@ def openapi_document(entries: Sequence[ServedEntry], *, secured: bool) -> dict[s
     }
     paths["/metrics"] = {"get": _operation("worker", _responses(INFO_STATUSES, {"text/plain": {"type": "string"}}))}
     paths["/openapi.json"] = {"get": _operation("worker", _responses(INFO_STATUSES, {"application/json": {}}))}
+    paths["/"] = {"get": _operation("worker", _json_responses(INFO_STATUSES, WorkerIndex))}
     for entry in entries:
         if entry.config.capability == "upscale":
-            paths[f"{entry.base_path}/upscale"] = {"post": _upscale(entry, components)}
+            paths[entry.inference_path] = {"post": _upscale(entry, components)}
         else:
-            paths[f"{entry.base_path}/{entry.config.capability}"] = {"post": _byoc(entry, components)}
+            paths[entry.inference_path] = {"post": _byoc(entry, components)}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "livepeer-appliance worker", "version": __version__},

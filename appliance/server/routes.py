@@ -46,11 +46,13 @@ from appliance.server.schemas import (
     ImageResponse,
     Media,
     ModelStatus,
+    ServedRoute,
     UpscaleForm,
     Version,
+    WorkerIndex,
 )
 
-__all__ = ["EntryRoutes", "worker_routes"]
+__all__ = ["EntryRoutes", "served_routes", "worker_routes"]
 
 log = structlog.get_logger("appliance.server")
 
@@ -214,7 +216,7 @@ class EntryRoutes:
             inference, statuses = self._upscale(), CONTRACT_STATUSES
         else:  # a capability outside go-livepeer's list, reached through BYOC
             inference, statuses = self._byoc(), BYOC_STATUSES
-        route = f"{base}/{config.capability}"
+        route = self.entry.inference_path
         handlers.append(
             post(_paths(route), name=f"{name}:{config.capability}", status_code=200, opt={"statuses": statuses})(
                 inference
@@ -257,12 +259,45 @@ def _image_response(png: bytes, seed: int) -> bytes:
     return msgspec.json.encode(ImageResponse(images=[Media(url=data_url(png), seed=seed, nsfw=False)]))
 
 
+def served_routes(entries: list[EntryRoutes]) -> list[ServedRoute]:
+    """The entries as the index and the 404 answers list them, with their state now."""
+    return [
+        ServedRoute(
+            capability=e.entry.config.capability,
+            model_id=e.entry.config.served_id,
+            base_path=e.entry.base_path,
+            inference=f"POST {e.entry.inference_path}",
+            status=e.entry.state,
+        )
+        for e in entries
+    ]
+
+
+# Where a newcomer (or an operator's script) looks next, as the index links them.
+WORKER_LINKS = {
+    "health": "/health",
+    "models": "/models",
+    "openapi": "/openapi.json",
+    "metrics": "/metrics",
+    "hardware": "/hardware/info",
+}
+
+
 def worker_routes(
     runtime: Runtime, metrics: Metrics, entries: list[EntryRoutes], openapi: dict[str, Any]
 ) -> list[HTTPRouteHandler]:
-    """Worker-wide routes: aggregate ``/health``, ``/version``, ``/hardware/*``, ``/models``, ``/metrics``, and
-    ``/openapi.json`` (``openapi``, server/openapi.py)."""
+    """Worker-wide routes: the index ``/``, aggregate ``/health``, ``/version``, ``/hardware/*``, ``/models``,
+    ``/metrics``, and ``/openapi.json`` (``openapi``, server/openapi.py)."""
     statuses = {"statuses": INFO_STATUSES}
+
+    @get("/", name="index", sync_to_thread=False, opt=statuses)
+    def index() -> WorkerIndex:
+        return WorkerIndex(
+            service="livepeer-appliance worker",
+            version=__version__,
+            entries=served_routes(entries),
+            links=WORKER_LINKS,
+        )
 
     @get(_paths("/models"), name="models", sync_to_thread=False, opt=statuses)
     def models() -> list[ModelStatus]:
@@ -300,4 +335,4 @@ def worker_routes(
         return Response(content=document, media_type="application/json")
 
     aggregate = info_handlers("", "", pipeline="", model_id="", status=lambda: runtime.state)
-    return [*aggregate, models, prometheus, openapi_json]
+    return [*aggregate, index, models, prometheus, openapi_json]

@@ -19,8 +19,10 @@ __all__ = [
     "ImageResponse",
     "Media",
     "ModelStatus",
+    "ServedRoute",
     "UpscaleForm",
     "Version",
+    "WorkerIndex",
 ]
 
 
@@ -91,6 +93,25 @@ class ModelStatus(msgspec.Struct):
     in_flight: int
     waiting: int
     warm: bool
+
+
+class ServedRoute(msgspec.Struct):
+    """One served entry as the worker's index (``GET /``) and its 404 answers name it."""
+
+    capability: str
+    model_id: str
+    base_path: str
+    inference: str  # the entry's inference route: "POST <base_path>/<route>"
+    status: Literal["LOADING", "OK", "ERROR"]
+
+
+class WorkerIndex(msgspec.Struct):
+    """``GET /``: what this worker is and where to look next (not part of the runner contract)."""
+
+    service: str
+    version: str
+    entries: list[ServedRoute]
+    links: dict[str, str]
 
 
 class UpscaleForm(msgspec.Struct):
