@@ -99,8 +99,9 @@ def test_declared_statuses_are_the_contracts() -> None:
 def test_the_workers_openapi_document_lists_every_route_and_agrees_with_the_contract(
     shared_client: TestClient[Any],
 ) -> None:
-    """``GET /openapi.json``: every route the app serves (trailing-slash twins aside) is documented, and the
-    contract routes say what the contract says (statuses, the upscale form's fields and required ones)."""
+    """``GET /openapi.json``: every route the app serves (trailing-slash twins aside, the index ``/`` kept) is
+    documented, and the contract routes say what the contract says (statuses, the upscale form's fields and
+    required ones)."""
     response = shared_client.get("/openapi.json")
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     document = response.json()
@@ -108,7 +109,7 @@ def test_the_workers_openapi_document_lists_every_route_and_agrees_with_the_cont
         (method.lower(), route.path)
         for route in shared_client.app.routes
         for method in getattr(route, "methods", ())
-        if method not in ("HEAD", "OPTIONS") and not route.path.endswith("/")
+        if method not in ("HEAD", "OPTIONS") and (route.path == "/" or not route.path.endswith("/"))
     }
     documented = {(method, path) for path, operations in document["paths"].items() for method in operations}
     assert documented == served
